@@ -1,0 +1,143 @@
+"""Defaulting, as the apiserver applies it on create and update (upstream ``SetDefaults_*``).
+
+Pure functions over plain dicts: they fill in what Kubernetes would, so ``kubectl get -o yaml``
+shows the same fields a real cluster does and the controllers can rely on them.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+Obj = dict[str, Any]
+
+
+def _container(c: Obj) -> None:
+    image = c.get("image", "")
+    last = image.rsplit("/", 1)[-1]
+    untagged = ":" not in last and "@" not in image
+    c.setdefault("imagePullPolicy", "Always" if untagged or last.endswith(":latest") else "IfNotPresent")
+    c.setdefault("terminationMessagePath", "/dev/termination-log")
+    c.setdefault("terminationMessagePolicy", "File")
+    c.setdefault("resources", {})
+    for p in c.get("ports") or []:
+        p.setdefault("protocol", "TCP")
+    for e in c.get("env") or []:
+        fr = (e.get("valueFrom") or {}).get("fieldRef")
+        if fr is not None:
+            fr.setdefault("apiVersion", "v1")
+    res = c["resources"]
+    # Limits without requests: requests default to the limits (upstream behaviour).
+    if res.get("limits"):
+        req = res.setdefault("requests", {})
+        for k, v in res["limits"].items():
+            req.setdefault(k, v)
+
+
+def pod_spec(spec: Obj) -> None:
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("enableServiceLinks", True)
+    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    spec.setdefault("priority", 0)
+    for c in spec.get("initContainers") or []:
+        _container(c)
+    for c in spec.get("containers") or []:
+        _container(c)
+    spec.setdefault("tolerations", [])
+    if spec.get("serviceAccountName") is None:
+        spec["serviceAccountName"] = spec.get("serviceAccount") or "default"
+    spec.setdefault("serviceAccount", spec["serviceAccountName"])
+
+
+def _pod(o: Obj) -> None:
+    pod_spec(o.setdefault("spec", {}))
+    o.setdefault("status", {}).setdefault("phase", "Pending")
+    o["status"].setdefault("qosClass", qos_class(o["spec"]))
+    # Tolerations every pod gets from the DefaultTolerationSeconds admission plugin.
+    tols = o["spec"]["tolerations"]
+    for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+        if not any(t.get("key") == key for t in tols):
+            tols.append({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
+
+
+def qos_class(spec: Obj) -> str:
+    containers = (spec.get("containers") or []) + (spec.get("initContainers") or [])
+    requests = [((c.get("resources") or {}).get("requests") or {}) for c in containers]
+    limits = [((c.get("resources") or {}).get("limits") or {}) for c in containers]
+    if not any(requests) and not any(limits):
+        return "BestEffort"
+    guaranteed = all(
+        lim.get(r) is not None and req.get(r, lim.get(r)) == lim.get(r)
+        for req, lim in zip(requests, limits) for r in ("cpu", "memory"))
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+def _template(t: Obj) -> None:
+    t.setdefault("metadata", {})
+    pod_spec(t.setdefault("spec", {}))
+
+
+def _deployment(o: Obj) -> None:
+    s = o.setdefault("spec", {})
+    s.setdefault("replicas", 1)
+    st = s.setdefault("strategy", {})
+    st.setdefault("type", "RollingUpdate")
+    if st["type"] == "RollingUpdate":
+        ru = st.setdefault("rollingUpdate", {})
+        ru.setdefault("maxSurge", "25%")
+        ru.setdefault("maxUnavailable", "25%")
+    s.setdefault("revisionHistoryLimit", 10)
+    s.setdefault("progressDeadlineSeconds", 600)
+    _template(s.setdefault("template", {}))
+    o.setdefault("status", {})
+
+
+def _replicaset(o: Obj) -> None:
+    s = o.setdefault("spec", {})
+    s.setdefault("replicas", 1)
+    _template(s.setdefault("template", {}))
+    o.setdefault("status", {}).setdefault("replicas", 0)
+
+
+def _service(o: Obj) -> None:
+    s = o.setdefault("spec", {})
+    s.setdefault("type", "ClusterIP")
+    s.setdefault("sessionAffinity", "None")
+    if s["type"] in ("NodePort", "LoadBalancer"):
+        s.setdefault("externalTrafficPolicy", "Cluster")
+    s.setdefault("internalTrafficPolicy", "Cluster")
+    s.setdefault("ipFamilies", ["IPv4"])
+    s.setdefault("ipFamilyPolicy", "SingleStack")
+    for p in s.get("ports") or []:
+        p.setdefault("protocol", "TCP")
+        if "targetPort" not in p and "port" in p:
+            p["targetPort"] = p["port"]
+    o.setdefault("status", {}).setdefault("loadBalancer", {})
+
+
+def _namespace(o: Obj) -> None:
+    o.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+    o.setdefault("status", {}).setdefault("phase", "Active")
+    o["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = o["metadata"]["name"]
+
+
+def _secret(o: Obj) -> None:
+    o.setdefault("type", "Opaque")
+
+
+_BY_RESOURCE: dict[str, Callable[[Obj], None]] = {
+    "pods": _pod,
+    "deployments": _deployment,
+    "replicasets": _replicaset,
+    "services": _service,
+    "namespaces": _namespace,
+    "secrets": _secret,
+}
+
+
+def apply_defaults(resource: str, obj: Obj) -> None:
+    fn = _BY_RESOURCE.get(resource)
+    if fn:
+        fn(obj)

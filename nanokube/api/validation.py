@@ -1,0 +1,251 @@
+"""Validation of objects before they are stored, with upstream's field paths and messages.
+
+Each check appends a cause ``{"reason": "FieldValueInvalid"|..., "message", "field"}``; the
+apiserver turns a non-empty list into a 422 Invalid ``Status`` whose message kubectl prints
+verbatim (``The Deployment "x" is invalid: spec.template.spec.containers[0].image: Required value``).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+Obj = dict[str, Any]
+Causes = list[dict[str, str]]
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+                 "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
+                 "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+             "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
+             "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+DNS1035_MSG = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+               "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
+               "regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+def required(causes: Causes, field: str) -> None:
+    causes.append({"reason": "FieldValueRequired", "message": "Required value", "field": field})
+
+
+def invalid(causes: Causes, field: str, value: Any, detail: str) -> None:
+    causes.append({"reason": "FieldValueInvalid", "message": f"Invalid value: {_fmt(value)}: {detail}", "field": field})
+
+
+def not_supported(causes: Causes, field: str, value: Any, allowed: list[str]) -> None:
+    causes.append({"reason": "FieldValueNotSupported",
+                   "message": f"Unsupported value: {_fmt(value)}: supported values: " + ", ".join(f'"{a}"' for a in allowed),
+                   "field": field})
+
+
+def duplicate(causes: Causes, field: str, value: Any) -> None:
+    causes.append({"reason": "FieldValueDuplicate", "message": f"Duplicate value: {_fmt(value)}", "field": field})
+
+
+# -- names and metadata --------------------------------------------------------------------
+NAME_RULES: dict[str, tuple[re.Pattern[str], str, int]] = {
+    "namespaces": (DNS1123_LABEL, LABEL_MSG, 63),
+    "services": (DNS1035_LABEL, DNS1035_MSG, 63),
+}
+
+
+def check_name(causes: Causes, resource: str, name: str | None, *, field: str = "metadata.name") -> None:
+    if not name:
+        return
+    rx, msg, maxlen = NAME_RULES.get(resource, (DNS1123_SUBDOMAIN, SUBDOMAIN_MSG, 253))
+    if len(name) > maxlen:
+        invalid(causes, field, name, f"must be no more than {maxlen} characters")
+    elif not rx.match(name):
+        invalid(causes, field, name, msg)
+
+
+def check_labels(causes: Causes, labels: Any, field: str) -> None:
+    if labels is None:
+        return
+    for k, v in labels.items():
+        prefix, _, name = k.rpartition("/")
+        if not QUALIFIED_NAME.match(name) or len(name) > 63 or (prefix and not DNS1123_SUBDOMAIN.match(prefix)):
+            invalid(causes, field, k, "name part must consist of alphanumeric characters, '-', '_' or '.', and must "
+                    "start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', "
+                    "regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
+        if not isinstance(v, str) or len(v) > 63 or not LABEL_VALUE.match(v):
+            invalid(causes, f"{field}", v, "a valid label must be an empty string or consist of alphanumeric "
+                    "characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. "
+                    "'MyValue',  or 'my_value',  or '12345', regex used for validation is "
+                    "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")
+
+
+def check_metadata(causes: Causes, resource: str, obj: Obj) -> None:
+    md = obj.get("metadata") or {}
+    if not md.get("name") and not md.get("generateName"):
+        causes.append({"reason": "FieldValueRequired", "message": "name or generateName is required",
+                       "field": "metadata.name"})
+    check_name(causes, resource, md.get("name"))
+    check_labels(causes, md.get("labels"), "metadata.labels")
+
+
+# -- pods ----------------------------------------------------------------------------------
+RESTART_POLICIES = ["Always", "OnFailure", "Never"]
+
+
+def _check_container(causes: Causes, c: Obj, path: str, names: set[str]) -> None:
+    name = c.get("name")
+    if not name:
+        required(causes, f"{path}.name")
+    elif not DNS1123_LABEL.match(name) or len(name) > 63:
+        invalid(causes, f"{path}.name", name, LABEL_MSG)
+    elif name in names:
+        duplicate(causes, f"{path}.name", name)
+    else:
+        names.add(name)
+    if not c.get("image") or not str(c.get("image")).strip():
+        required(causes, f"{path}.image")
+    for i, p in enumerate(c.get("ports") or []):
+        cp = p.get("containerPort")
+        if not isinstance(cp, int) or not 0 < cp < 65536:
+            invalid(causes, f"{path}.ports[{i}].containerPort", cp, "must be between 1 and 65535, inclusive")
+        if p.get("protocol") not in (None, "TCP", "UDP", "SCTP"):
+            not_supported(causes, f"{path}.ports[{i}].protocol", p.get("protocol"), ["SCTP", "TCP", "UDP"])
+    for i, e in enumerate(c.get("env") or []):
+        if not e.get("name"):
+            required(causes, f"{path}.env[{i}].name")
+        elif not ENV_NAME.match(e["name"]):
+            invalid(causes, f"{path}.env[{i}].name", e["name"], "a valid environment variable name must consist of "
+                    "alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. "
+                    "'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is "
+                    "'[-._a-zA-Z][-._a-zA-Z0-9]*')")
+    if c.get("imagePullPolicy") not in (None, "Always", "IfNotPresent", "Never"):
+        not_supported(causes, f"{path}.imagePullPolicy", c.get("imagePullPolicy"), ["Always", "IfNotPresent", "Never"])
+
+
+def check_pod_spec(causes: Causes, spec: Obj, path: str) -> None:
+    containers = spec.get("containers")
+    if not containers:
+        required(causes, f"{path}.containers")
+    names: set[str] = set()
+    for i, c in enumerate(spec.get("initContainers") or []):
+        _check_container(causes, c, f"{path}.initContainers[{i}]", names)
+    for i, c in enumerate(containers or []):
+        _check_container(causes, c, f"{path}.containers[{i}]", names)
+    rp = spec.get("restartPolicy")
+    if rp is not None and rp not in RESTART_POLICIES:
+        not_supported(causes, f"{path}.restartPolicy", rp, RESTART_POLICIES)
+    vols: set[str] = set()
+    for i, v in enumerate(spec.get("volumes") or []):
+        if not v.get("name"):
+            required(causes, f"{path}.volumes[{i}].name")
+        elif v["name"] in vols:
+            duplicate(causes, f"{path}.volumes[{i}].name", v["name"])
+        vols.add(v.get("name", ""))
+
+
+def _pod(causes: Causes, o: Obj) -> None:
+    check_pod_spec(causes, o.get("spec") or {}, "spec")
+
+
+def _selector_matches_template(causes: Causes, o: Obj, *, required_selector: bool) -> None:
+    spec = o.get("spec") or {}
+    sel = spec.get("selector")
+    tmpl_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    if not sel:
+        if required_selector:
+            required(causes, "spec.selector")
+    else:
+        ml = sel.get("matchLabels") or {}
+        if not ml and not sel.get("matchExpressions"):
+            invalid(causes, "spec.selector", sel, "empty selector is invalid for deployment")
+        if any(tmpl_labels.get(k) != v for k, v in ml.items()):
+            invalid(causes, "spec.template.metadata.labels", tmpl_labels,
+                    "`selector` does not match template `labels`")
+    reps = spec.get("replicas")
+    if reps is not None and (not isinstance(reps, int) or reps < 0):
+        invalid(causes, "spec.replicas", reps, "must be greater than or equal to 0")
+    check_labels(causes, tmpl_labels, "spec.template.metadata.labels")
+    check_pod_spec(causes, (spec.get("template") or {}).get("spec") or {}, "spec.template.spec")
+    rp = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy")
+    if rp not in (None, "Always"):
+        not_supported(causes, "spec.template.spec.restartPolicy", rp, ["Always"])
+
+
+def _deployment(causes: Causes, o: Obj) -> None:
+    _selector_matches_template(causes, o, required_selector=True)
+    st = ((o.get("spec") or {}).get("strategy") or {}).get("type")
+    if st not in (None, "RollingUpdate", "Recreate"):
+        not_supported(causes, "spec.strategy.type", st, ["Recreate", "RollingUpdate"])
+
+
+def _replicaset(causes: Causes, o: Obj) -> None:
+    _selector_matches_template(causes, o, required_selector=True)
+
+
+SERVICE_TYPES = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]
+
+
+def _service(causes: Causes, o: Obj) -> None:
+    spec = o.get("spec") or {}
+    t = spec.get("type", "ClusterIP")
+    if t not in SERVICE_TYPES:
+        not_supported(causes, "spec.type", t, SERVICE_TYPES)
+    ports = spec.get("ports") or []
+    if not ports and t != "ExternalName" and spec.get("clusterIP") != "None":
+        required(causes, "spec.ports")
+    seen: set[str] = set()
+    for i, p in enumerate(ports):
+        path = f"spec.ports[{i}]"
+        if len(ports) > 1 and not p.get("name"):
+            required(causes, f"{path}.name")
+        if p.get("name"):
+            if p["name"] in seen:
+                duplicate(causes, f"{path}.name", p["name"])
+            seen.add(p["name"])
+        port = p.get("port")
+        if not isinstance(port, int) or not 0 < port < 65536:
+            invalid(causes, f"{path}.port", port, "must be between 1 and 65535, inclusive")
+        tp = p.get("targetPort")
+        if isinstance(tp, int) and not 0 < tp < 65536:
+            invalid(causes, f"{path}.targetPort", tp, "must be between 1 and 65535, inclusive")
+        if p.get("protocol") not in (None, "TCP", "UDP", "SCTP"):
+            not_supported(causes, f"{path}.protocol", p.get("protocol"), ["SCTP", "TCP", "UDP"])
+        np_ = p.get("nodePort")
+        if np_ not in (None, 0) and t == "ClusterIP":
+            causes.append({"reason": "FieldValueForbidden", "field": f"{path}.nodePort",
+                           "message": "Forbidden: may not be used when `type` is 'ClusterIP'"})
+
+
+def _configmap(causes: Causes, o: Obj) -> None:
+    for field in ("data", "binaryData"):
+        for k in (o.get(field) or {}):
+            if not re.match(r"^[-._a-zA-Z0-9]+$", k):
+                invalid(causes, f"{field}[{k}]", k, "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')")
+
+
+_BY_RESOURCE: dict[str, Callable[[Causes, Obj], None]] = {
+    "pods": _pod,
+    "deployments": _deployment,
+    "replicasets": _replicaset,
+    "services": _service,
+    "configmaps": _configmap,
+    "secrets": _configmap,
+}
+
+
+def validate(resource: str, obj: Obj) -> Causes:
+    causes: Causes = []
+    check_metadata(causes, resource, obj)
+    fn = _BY_RESOURCE.get(resource)
+    if fn:
+        fn(causes, obj)
+    return causes

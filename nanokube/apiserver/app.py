@@ -1,0 +1,414 @@
+"""The HTTP face of the apiserver: Kubernetes REST paths onto the registry.
+
+One catch-all route parses ``/api/v1/...`` and ``/apis/<group>/<version>/...`` paths, so the
+URL grammar lives in one readable function (``parse_path``). Content negotiation covers what
+kubectl sends: JSON or YAML bodies, the four patch types, ``as=Table`` for ``kubectl get``,
+and chunked JSON lines for watches. Errors always leave as ``Status`` objects.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+from nanokube.api import openapi, table
+from nanokube.api.errors import ApiError, bad_request
+from nanokube.api.resources import RESOURCES, Resource
+from .registry import Registry
+
+log = logging.getLogger("nanokube.apiserver")
+
+VERSION = {
+    "major": "1", "minor": "37", "gitVersion": "v1.37.0+nanokube", "gitCommit": "nanokube",
+    "gitTreeState": "clean", "buildDate": "2026-11-24T00:00:00Z", "goVersion": "python",
+    "compiler": "cpython", "platform": "linux/amd64",
+}
+PATCH_TYPES = {
+    "application/json-patch+json": "json",
+    "application/merge-patch+json": "merge",
+    "application/strategic-merge-patch+json": "strategic",
+    "application/apply-patch+yaml": "apply",
+}
+PUBLIC_PATHS = {"/healthz", "/livez", "/readyz", "/version", "/metrics"}
+
+
+@dataclass
+class Target:
+    resource: Resource
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+
+
+def groups() -> dict[str, list[Resource]]:
+    out: dict[str, list[Resource]] = {}
+    for r in RESOURCES.values():
+        out.setdefault(r.api_version, []).append(r)
+    return out
+
+
+def parse_path(parts: list[str]) -> Target:
+    """``parts`` after the group/version prefix, e.g. ["namespaces", "ns", "pods", "x", "log"]."""
+    def res(plural: str, gv: str) -> Resource:
+        r = RESOURCES.get(plural)
+        if r is None or r.api_version != gv:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return r
+    gv = parts[0]
+    rest = parts[1:]
+    if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] not in ("status", "finalize"):
+        r = res(rest[2], gv)
+        if not r.namespaced:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        name = rest[3] if len(rest) > 3 else None
+        sub = rest[4] if len(rest) > 4 else None
+        if len(rest) > 5:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return Target(r, rest[1], name, sub)
+    if not rest or len(rest) > 3:
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+    r = res(rest[0], gv)
+    return Target(r, None, rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None)
+
+
+def status_response(err: ApiError) -> web.Response:
+    return web.json_response(err.status(), status=err.code)
+
+
+def wants_table(request: web.Request) -> bool:
+    return "as=Table" in request.headers.get("Accept", "")
+
+
+def _bool(v: str | None) -> bool:
+    return v in ("true", "1", "True")
+
+
+class ApiServer:
+    def __init__(self, registry: Registry, *, token: str, kubelet_token: str | None = None,
+                 kubelet_port: int = 10250, extra_tokens: dict[str, str] | None = None):
+        self.registry = registry
+        self.tokens = {token: "admin", **(extra_tokens or {})}
+        self.kubelet_token = kubelet_token
+        self.kubelet_port = kubelet_port
+        self.requests = 0
+        self.started = time.time()
+        self._openapi_cache: dict[str, tuple[str, bytes]] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=8 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        app.on_cleanup.append(self._cleanup)
+        return app
+
+    async def _cleanup(self, app: web.Application) -> None:
+        if self._session:
+            await self._session.close()
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler):
+        self.requests += 1
+        if request.path not in PUBLIC_PATHS:
+            auth = request.headers.get("Authorization", "")
+            tok = auth[7:] if auth.startswith("Bearer ") else None
+            if tok not in self.tokens:
+                return status_response(ApiError(401, "Unauthorized", "Unauthorized"))
+        try:
+            return await handler(request)
+        except ApiError as e:
+            return status_response(e)
+        except (web.HTTPException, asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure leaves as a Status
+            log.exception("internal error on %s %s", request.method, request.path)
+            return status_response(ApiError(500, "InternalError", f"Internal error occurred: {e}"))
+
+    # -- routing ---------------------------------------------------------------------------
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.rstrip("/") or "/"
+        parts = [p for p in path.split("/") if p]
+        if path in ("/healthz", "/livez", "/readyz"):
+            return web.Response(text="ok")
+        if path == "/version":
+            return web.json_response(VERSION)
+        if path == "/metrics":
+            return web.Response(text=self.metrics(), content_type="text/plain")
+        if path == "/api":
+            return web.json_response({"kind": "APIVersions", "versions": ["v1"],
+                                      "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": request.host}]})
+        if path == "/apis":
+            return web.json_response(self.group_list())
+        if parts and parts[0] == "openapi":
+            return self.openapi(request, parts)
+        if parts[:1] == ["api"] and len(parts) == 2:
+            return web.json_response(self.resource_list("v1"))
+        if parts[:1] == ["apis"] and len(parts) == 2:
+            for g in self.group_list()["groups"]:
+                if g["name"] == parts[1]:
+                    return web.json_response({"kind": "APIGroup", "apiVersion": "v1", **g})
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if parts[:1] == ["apis"] and len(parts) == 3:
+            return web.json_response(self.resource_list(f"{parts[1]}/{parts[2]}"))
+        if parts[:1] == ["api"] and len(parts) > 2:
+            return await self.rest(request, parse_path(parts[1:]))
+        if parts[:1] == ["apis"] and len(parts) > 3:
+            return await self.rest(request, parse_path([f"{parts[1]}/{parts[2]}"] + parts[3:]))
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+    # -- discovery -------------------------------------------------------------------------
+    def group_list(self) -> dict[str, Any]:
+        gs = []
+        for gv in groups():
+            if "/" not in gv:
+                continue
+            g, v = gv.split("/")
+            ver = {"groupVersion": gv, "version": v}
+            gs.append({"name": g, "versions": [ver], "preferredVersion": ver})
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": gs}
+
+    def resource_list(self, gv: str) -> dict[str, Any]:
+        rs = groups().get(gv)
+        if rs is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        out = []
+        for r in rs:
+            entry: dict[str, Any] = {"name": r.plural, "singularName": r.singular or r.kind.lower(),
+                                     "namespaced": r.namespaced, "kind": r.kind, "verbs": list(r.verbs)}
+            if r.short_names:
+                entry["shortNames"] = list(r.short_names)
+            if r.categories:
+                entry["categories"] = list(r.categories)
+            out.append(entry)
+            for sub in r.subresources:
+                kind, verbs = r.kind, ["get", "patch", "update"]
+                if sub == "scale":
+                    out.append({"name": f"{r.plural}/scale", "singularName": "", "namespaced": r.namespaced,
+                                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": verbs})
+                    continue
+                if sub == "binding":
+                    kind, verbs = "Binding", ["create"]
+                elif sub == "eviction":
+                    kind, verbs = "Eviction", ["create"]
+                elif sub == "log":
+                    kind, verbs = "Pod", ["get"]
+                elif sub == "finalize":
+                    verbs = ["update"]
+                out.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
+                            "kind": kind, "verbs": verbs})
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}
+
+    def openapi(self, request: web.Request, parts: list[str]) -> web.Response:
+        if parts[:2] != ["openapi", "v3"]:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if len(parts) == 2:
+            return web.json_response(openapi.v3_root(list(RESOURCES.values()), self._openapi_doc))
+        gv = "/".join(parts[2:])
+        gv = gv[4:] if gv.startswith("api/") else gv[5:] if gv.startswith("apis/") else gv
+        _, body = self._openapi_doc(gv)
+        return web.Response(body=body, content_type="application/json",
+                            headers={"Cache-Control": "public, immutable", "Etag": f'"{self._openapi_doc(gv)[0]}"'})
+
+    def _openapi_doc(self, gv: str) -> tuple[str, bytes]:
+        if gv not in self._openapi_cache:
+            if gv not in groups():
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            doc = openapi.v3_group(self.registry.schemas, gv)
+            body = json.dumps(doc, separators=(",", ":")).encode()
+            self._openapi_cache[gv] = (openapi.etag(body), body)
+        return self._openapi_cache[gv]
+
+    def metrics(self) -> str:
+        return (f"# TYPE apiserver_request_total counter\napiserver_request_total {self.requests}\n"
+                f"# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {self.started}\n"
+                f"# TYPE etcd_object_revision gauge\nnanokube_store_revision {self.registry.store.revision}\n")
+
+    # -- REST ------------------------------------------------------------------------------
+    async def _body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        if not raw:
+            return None
+        ctype = request.content_type
+        try:
+            if "yaml" in ctype:
+                return yaml.safe_load(raw)
+            return json.loads(raw)
+        except (ValueError, yaml.YAMLError) as e:
+            raise bad_request(f"error decoding request body: {e}") from None
+
+    async def rest(self, request: web.Request, t: Target) -> web.StreamResponse:
+        q = request.query
+        m = request.method
+        reg = self.registry
+        plural, ns, name, sub = t.resource.plural, t.namespace, t.name, t.subresource
+        dry_run = q.get("dryRun") == "All"
+        fv = q.get("fieldValidation", "Ignore") if q.get("fieldValidation") else "Ignore"
+        if name is None:
+            if m == "GET":
+                if _bool(q.get("watch")):
+                    return await self.watch(request, t)
+                lst = reg.list(plural, namespace=ns, label_selector=q.get("labelSelector"),
+                               field_selector=q.get("fieldSelector"))
+                if wants_table(request):
+                    tbl = table.to_table(plural, lst["items"], include_object=q.get("includeObject", "PartialObjectMetadata"))
+                    tbl["metadata"] = lst["metadata"]
+                    return web.json_response(tbl)
+                return web.json_response(lst)
+            if m == "POST":
+                body = await self._body(request)
+                obj = await reg.create(plural, body or {}, namespace=ns, dry_run=dry_run, field_validation=fv)
+                return web.json_response(obj, status=201)
+            if m == "DELETE":
+                return await self.delete_collection(request, t)
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        if sub == "log" and plural == "pods" and m == "GET":
+            return await self.pod_log(request, ns or "default", name)
+        if sub == "binding" and plural == "pods" and m == "POST":
+            body = await self._body(request) or {}
+            return web.json_response(await reg.bind(name, body, namespace=ns or "default"), status=201)
+        if m == "GET":
+            obj = reg.get_scale(plural, name, namespace=ns) if sub == "scale" else reg.get(plural, name, namespace=ns)
+            if wants_table(request) and sub is None:
+                return web.json_response(table.to_table(plural, [obj], include_object=q.get("includeObject", "PartialObjectMetadata")))
+            return web.json_response(obj)
+        if m == "PUT":
+            body = await self._body(request)
+            if not isinstance(body, dict):
+                raise bad_request("the body of the request was not a JSON object")
+            obj = await reg.update(plural, body, namespace=ns, name=name, subresource=sub, dry_run=dry_run,
+                                   field_validation=fv)
+            return web.json_response(obj)
+        if m == "PATCH":
+            ptype = PATCH_TYPES.get(request.content_type)
+            if ptype is None or ptype == "apply":
+                raise ApiError(415, "UnsupportedMediaType",
+                               f"the body of the request was in an unknown format - accepted media types include: "
+                               f"{', '.join(k for k, v in PATCH_TYPES.items() if v != 'apply')}")
+            body = await self._body(request)
+            obj = await reg.patch(plural, name, body, namespace=ns, patch_type=ptype, subresource=sub, dry_run=dry_run,
+                                  field_validation=fv)
+            return web.json_response(obj)
+        if m == "DELETE":
+            opts = await self._body(request) or {}
+            grace = opts.get("gracePeriodSeconds", q.get("gracePeriodSeconds"))
+            policy = opts.get("propagationPolicy", q.get("propagationPolicy"))
+            if opts.get("orphanDependents") is True:
+                policy = "Orphan"
+            obj = await reg.delete(plural, name, namespace=ns, grace_period_seconds=int(grace) if grace is not None else None,
+                                   propagation_policy=policy, preconditions=opts.get("preconditions"), dry_run=dry_run)
+            still_there = bool(obj["metadata"].get("deletionTimestamp"))
+            return web.json_response(obj, status=202 if still_there else 200)
+        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
+        q = request.query
+        lst = self.registry.list(t.resource.plural, namespace=t.namespace, label_selector=q.get("labelSelector"),
+                                 field_selector=q.get("fieldSelector"))
+        for item in lst["items"]:
+            try:
+                await self.registry.delete(t.resource.plural, item["metadata"]["name"],
+                                           namespace=item["metadata"].get("namespace"))
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+        return web.json_response(lst)
+
+    async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        q = request.query
+        as_table = wants_table(request)
+        timeout = float(q.get("timeoutSeconds") or 1800)
+        stream = self.registry.watch(t.resource.plural, namespace=t.namespace, resource_version=q.get("resourceVersion"),
+                                     label_selector=q.get("labelSelector"), field_selector=q.get("fieldSelector"))
+        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        first: tuple[str, Any] | None = None
+        try:
+            # Pull the first event before committing to a 200, so an expired revision is a 410.
+            first = await asyncio.wait_for(stream.__anext__(), timeout=0.01)
+        except (asyncio.TimeoutError, StopAsyncIteration):
+            pass
+        except ApiError as e:
+            return status_response(e)
+        await resp.prepare(request)
+        deadline = time.monotonic() + timeout
+
+        async def send(ev_type: str, obj: Any) -> None:
+            if as_table and ev_type != "ERROR":
+                obj = table.to_table(t.resource.plural, [obj], include_object=q.get("includeObject", "PartialObjectMetadata"))
+            await resp.write(json.dumps({"type": ev_type, "object": obj}, separators=(",", ":")).encode() + b"\n")
+
+        try:
+            if first is not None:
+                await send(*first)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    ev = await asyncio.wait_for(stream.__anext__(), timeout=left)
+                except asyncio.TimeoutError:
+                    break
+                except StopAsyncIteration:
+                    break
+                except ApiError as e:
+                    await send("ERROR", e.status())
+                    break
+                await send(*ev)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            await stream.aclose()
+        try:
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass
+        return resp
+
+    # -- pod logs: proxied to the kubelet of the pod's node ---------------------------------
+    async def pod_log(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
+        pod = self.registry.get("pods", name, namespace=ns)
+        containers = [c["name"] for c in pod["spec"].get("containers", [])]
+        inits = [c["name"] for c in pod["spec"].get("initContainers") or []]
+        container = request.query.get("container")
+        if not container:
+            if len(containers) != 1:
+                raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
+                                  f"[{' '.join(containers)}]" + (f" or one of the init containers: [{' '.join(inits)}]" if inits else ""))
+            container = containers[0]
+        elif container not in containers + inits:
+            raise bad_request(f"container {container} is not valid for pod {name}")
+        node_name = pod["spec"].get("nodeName")
+        if not node_name:
+            raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating')
+        node = self.registry.get("nodes", node_name)
+        ip = next((a["address"] for a in (node.get("status") or {}).get("addresses", []) if a["type"] == "InternalIP"), None)
+        port = ((node.get("status") or {}).get("daemonEndpoints") or {}).get("kubeletEndpoint", {}).get("Port", self.kubelet_port)
+        if not ip:
+            raise ApiError(500, "InternalError", f"node {node_name} has no InternalIP")
+        params = {k: v for k, v in request.query.items() if k in ("follow", "tailLines", "timestamps", "previous", "sinceSeconds", "sinceTime", "limitBytes")}
+        url = f"http://{ip}:{port}/containerLogs/{ns}/{name}/{container}"
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5))
+        headers = {"Authorization": f"Bearer {self.kubelet_token}"} if self.kubelet_token else {}
+        try:
+            async with self._session.get(url, params=params, headers=headers) as up:
+                if up.status != 200:
+                    text = await up.text()
+                    try:
+                        st = json.loads(text)
+                        raise ApiError.from_status(st, up.status)
+                    except ValueError:
+                        raise ApiError(up.status, "BadRequest", text.strip()) from None
+                resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+                await resp.prepare(request)
+                async for chunk in up.content.iter_any():
+                    await resp.write(chunk)
+                await resp.write_eof()
+                return resp
+        except aiohttp.ClientError as e:
+            raise ApiError(500, "InternalError", f"Get \"{url}\": {e}") from None

@@ -1,0 +1,67 @@
+"""Cluster PKI: a CA and the apiserver's serving certificate, made at first start.
+
+We call the ``openssl`` command (Debian's openssl package, present on every Debian host)
+instead of adding a crypto library: four commands, run once per cluster. The admin bearer
+token and the kubeconfig that carries it live beside the certificates.
+"""
+from __future__ import annotations
+
+import secrets
+import subprocess
+import tempfile
+from pathlib import Path
+
+import yaml
+
+
+def _run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def ensure_pki(pki_dir: Path, *, ips: list[str], dns: list[str]) -> dict[str, Path]:
+    """CA (ca.crt/ca.key) and serving cert (apiserver.crt/.key) for the given SANs; idempotent."""
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    ca_crt, ca_key = pki_dir / "ca.crt", pki_dir / "ca.key"
+    crt, key = pki_dir / "apiserver.crt", pki_dir / "apiserver.key"
+    if not ca_crt.exists():
+        _run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(ca_key), "-out", str(ca_crt), "-days", "3650", "-subj", "/CN=nanokube-ca")
+    sans = ",".join([f"IP:{i}" for i in ips] + [f"DNS:{d}" for d in dns])
+    stamp = pki_dir / "apiserver.sans"
+    if not crt.exists() or not stamp.exists() or stamp.read_text() != sans:
+        with tempfile.TemporaryDirectory() as td:
+            csr = Path(td) / "a.csr"
+            ext = Path(td) / "ext.cnf"
+            ext.write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n")
+            _run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                 "-keyout", str(key), "-out", str(csr), "-subj", "/CN=kube-apiserver")
+            _run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+                 "-CAcreateserial", "-out", str(crt), "-days", "3650", "-extfile", str(ext))
+        stamp.write_text(sans)
+    for p in (ca_key, key):
+        p.chmod(0o600)
+    return {"ca": ca_crt, "ca_key": ca_key, "cert": crt, "key": key}
+
+
+def ensure_token(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok = secrets.token_hex(24)
+    path.write_text(tok + "\n")
+    path.chmod(0o600)
+    return tok
+
+
+def write_kubeconfig(path: Path, *, server: str, ca: Path, token: str, cluster: str = "nanokube") -> None:
+    cfg = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": f"{cluster}-admin", "user": {"token": token}}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": f"{cluster}-admin", "namespace": "default"}}],
+        "current-context": cluster,
+        "preferences": {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    path.chmod(0o600)

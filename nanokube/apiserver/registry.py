@@ -1,0 +1,675 @@
+"""The registry: what every API verb means, independent of HTTP.
+
+Both the aiohttp handlers and the in-process ``LocalClient`` call this, so kubectl and the
+controllers see one set of semantics: defaulting, validation, optimistic concurrency on
+resourceVersion, graceful pod deletion, finalizers, status/scale/binding subresources,
+ClusterIP and NodePort allocation, and watches with label/field selectors.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import ipaddress
+import json
+import logging
+import random
+import secrets
+import uuid
+from typing import Any, AsyncIterator, Callable
+
+from nanokube.api import defaults, validation
+from nanokube.api import patch as patches
+from nanokube.api.errors import ApiError, Conflict, Invalid, NotFound, bad_request
+from nanokube.api.resources import RESOURCES, Resource, resource as lookup
+from nanokube.api.selectors import matches, parse_label_selector
+from nanokube.store import Compacted, KeyExists, KeyNotFound, RevisionMismatch, Store
+
+log = logging.getLogger("nanokube.registry")
+Obj = dict[str, Any]
+
+# Resources whose status is only written through the /status subresource (and reset on create).
+STATUS_SUBRESOURCE = {"pods", "services", "deployments", "replicasets", "namespaces", "nodes"}
+RESET_STATUS_ON_CREATE = {"pods", "services", "deployments", "replicasets"}
+HAS_GENERATION = {"deployments", "replicasets", "pods", "services"}
+NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def now_rfc3339(clock: Callable[[], dt.datetime] | None = None) -> str:
+    t = clock() if clock else dt.datetime.now(dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _set_rv(value: Obj, rev: int) -> None:
+    value.setdefault("metadata", {})["resourceVersion"] = str(rev)
+
+
+def _dig(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+def parse_field_selector(sel: str | None) -> list[tuple[str, str, str]]:
+    """``a=b,c!=d`` → [(field, op, value)]; op is "=" or "!="."""
+    out = []
+    for term in (sel or "").split(","):
+        term = term.strip()
+        if not term:
+            continue
+        if "!=" in term:
+            f, v = term.split("!=", 1)
+            out.append((f.strip(), "!=", v.strip()))
+        elif "==" in term:
+            f, v = term.split("==", 1)
+            out.append((f.strip(), "=", v.strip()))
+        elif "=" in term:
+            f, v = term.split("=", 1)
+            out.append((f.strip(), "=", v.strip()))
+        else:
+            raise bad_request(f'invalid selector: \'{sel}\'; can\'t understand \'{term}\'')
+    return out
+
+
+def field_matches(obj: Obj, terms: list[tuple[str, str, str]]) -> bool:
+    for f, op, v in terms:
+        actual = _dig(obj, f)
+        actual = "" if actual is None else str(actual).lower() if isinstance(actual, bool) else str(actual)
+        if (actual == v) != (op == "="):
+            return False
+    return True
+
+
+class Filter:
+    """A compiled label + field selector."""
+
+    def __init__(self, label_selector: str | None, field_selector: str | None):
+        try:
+            self.labels = parse_label_selector(label_selector) if label_selector else None
+        except ValueError as e:
+            raise bad_request(f"unable to parse requirement: {e}") from None
+        self.fields = parse_field_selector(field_selector)
+
+    def __call__(self, obj: Obj | None) -> bool:
+        if obj is None:
+            return False
+        if self.labels is not None and not matches((obj.get("metadata") or {}).get("labels") or {}, self.labels):
+            return False
+        return field_matches(obj, self.fields)
+
+
+class Registry:
+    def __init__(self, store: Store, *, schemas: Any = None, service_cidr: str = "10.96.0.0/12",
+                 node_port_range: tuple[int, int] = (30000, 32767), clock: Callable[[], dt.datetime] | None = None,
+                 rng: random.Random | None = None):
+        self.store = store
+        self.schemas = schemas
+        self.service_net = ipaddress.ip_network(service_cidr)
+        self.node_ports = node_port_range
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._lock = asyncio.Lock()
+        self._bg: set[asyncio.Task] = set()
+
+    # -- keys ------------------------------------------------------------------------------
+    @staticmethod
+    def key(r: Resource, namespace: str | None, name: str) -> str:
+        return f"/registry/{r.plural}/{namespace}/{name}" if r.namespaced else f"/registry/{r.plural}/{name}"
+
+    @staticmethod
+    def prefix(r: Resource, namespace: str | None) -> str:
+        return f"/registry/{r.plural}/{namespace}/" if (r.namespaced and namespace) else f"/registry/{r.plural}/"
+
+    def _now(self) -> str:
+        return now_rfc3339(self.clock)
+
+    @staticmethod
+    def _res(plural: str) -> Resource:
+        try:
+            return lookup(plural)
+        except KeyError:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({plural})") from None
+
+    def _ns(self, r: Resource, namespace: str | None) -> str | None:
+        if not r.namespaced:
+            return None
+        if not namespace:
+            raise bad_request("a namespace is required for namespaced resources")
+        return namespace
+
+    def _notfound(self, r: Resource, name: str) -> NotFound:
+        return NotFound(r.plural, name, group=r.group)
+
+    # -- reads -----------------------------------------------------------------------------
+    def get(self, plural: str, name: str, *, namespace: str | None = None) -> Obj:
+        r = self._res(plural)
+        got = self.store.get(self.key(r, self._ns(r, namespace), name))
+        if got is None:
+            raise self._notfound(r, name)
+        return copy.deepcopy(got[0])
+
+    def list(self, plural: str, *, namespace: str | None = None, label_selector: str | None = None,
+             field_selector: str | None = None) -> Obj:
+        r = self._res(plural)
+        flt = Filter(label_selector, field_selector)
+        items, rev = self.store.list(self.prefix(r, namespace))
+        return {
+            "kind": r.list_kind, "apiVersion": r.api_version,
+            "metadata": {"resourceVersion": str(rev)},
+            "items": [copy.deepcopy(v) for _, v, _ in items if flt(v)],
+        }
+
+    # -- create ----------------------------------------------------------------------------
+    def _check_kind(self, r: Resource, obj: Obj) -> None:
+        if not isinstance(obj, dict):
+            raise bad_request("the body of the request was not a JSON object")
+        kind, av = obj.get("kind"), obj.get("apiVersion")
+        if kind and kind != r.kind or av and av != r.api_version:
+            raise bad_request(f"the API version in the data ({av}) does not match the expected API version "
+                              f"({r.api_version})" if av != r.api_version else
+                              f"{kind} in version \"{r.version}\" cannot be handled as a {r.kind}: "
+                              f"expected kind {r.kind}")
+        obj["kind"], obj["apiVersion"] = r.kind, r.api_version
+
+    def check_unknown_fields(self, r: Resource, obj: Obj, directive: str) -> list[str]:
+        """Strict field validation: returns warnings for "Warn", raises 400 for "Strict"."""
+        if self.schemas is None or directive == "Ignore":
+            return []
+        from nanokube.api.schema import unknown_fields
+        unknown = unknown_fields(self.schemas, r.api_version, r.kind, obj)
+        if not unknown:
+            return []
+        msgs = [f'unknown field "{f}"' for f in unknown]
+        if directive == "Strict":
+            raise bad_request(f"{r.kind} in version \"{r.version}\" cannot be handled as a {r.kind}: "
+                              f"strict decoding error: {', '.join(msgs)}")
+        return msgs
+
+    def _validate(self, r: Resource, obj: Obj) -> None:
+        causes = validation.validate(r.plural, obj)
+        if causes:
+            raise Invalid(r.kind, (obj.get("metadata") or {}).get("name") or "", causes, group=r.group)
+
+    async def create(self, plural: str, obj: Obj, *, namespace: str | None = None, dry_run: bool = False,
+                     field_validation: str = "Ignore") -> Obj:
+        r = self._res(plural)
+        obj = copy.deepcopy(obj)
+        self._check_kind(r, obj)
+        md = obj.setdefault("metadata", {})
+        if not isinstance(md, dict):
+            raise bad_request("metadata must be an object")
+        ns = self._ns(r, namespace or md.get("namespace"))
+        if r.namespaced:
+            if md.get("namespace") and md["namespace"] != ns:
+                raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+            md["namespace"] = ns
+        else:
+            md.pop("namespace", None)
+        self.check_unknown_fields(r, obj, field_validation)
+        if not md.get("name") and md.get("generateName"):
+            md["name"] = md["generateName"] + "".join(self.rng.choice(NAME_CHARS) for _ in range(5))
+        if plural in RESET_STATUS_ON_CREATE:
+            obj.pop("status", None)
+        defaults.apply_defaults(plural, obj)
+        self._validate(r, obj)
+        async with self._lock:
+            if r.namespaced:
+                nsobj = self.store.get(f"/registry/namespaces/{ns}")
+                if nsobj is None:
+                    raise NotFound("namespaces", ns)
+                if nsobj[0].get("metadata", {}).get("deletionTimestamp"):
+                    raise ApiError(403, "Forbidden", f'{r.plural} "{md["name"]}" is forbidden: unable to create new '
+                                   f"content in namespace {ns} because it is being terminated")
+            if self.store.get(self.key(r, ns, md["name"])) is not None:
+                raise Conflict(r.plural, md["name"], group=r.group, already_exists=True)
+            if plural == "services":
+                self._allocate_service(obj, None)
+            md["uid"] = str(uuid.uuid4())
+            md["creationTimestamp"] = self._now()
+            md.pop("resourceVersion", None)
+            md.pop("deletionTimestamp", None)
+            if plural in HAS_GENERATION:
+                md["generation"] = 1
+            if dry_run:
+                return obj
+            try:
+                self.store.create(self.key(r, ns, md["name"]), obj, set_rv=_set_rv)
+            except KeyExists:
+                raise Conflict(r.plural, md["name"], group=r.group, already_exists=True) from None
+        return copy.deepcopy(obj)
+
+    # -- update ----------------------------------------------------------------------------
+    async def update(self, plural: str, obj: Obj, *, namespace: str | None = None, name: str | None = None,
+                     subresource: str | None = None, dry_run: bool = False, field_validation: str = "Ignore") -> Obj:
+        r = self._res(plural)
+        obj = copy.deepcopy(obj)
+        md = obj.setdefault("metadata", {})
+        name = name or md.get("name")
+        if not name:
+            raise bad_request("name is required")
+        if md.get("name") and md["name"] != name:
+            raise bad_request(f"the name of the object ({md['name']}) does not match the name on the URL ({name})")
+        ns = self._ns(r, namespace or md.get("namespace"))
+        if subresource == "scale":
+            return await self._update_scale(r, ns, name, obj, dry_run=dry_run)
+        self._check_kind(r, obj)
+        self.check_unknown_fields(r, obj, field_validation)
+        async with self._lock:
+            return self._update_locked(r, ns, name, obj, subresource=subresource, dry_run=dry_run)
+
+    def _update_locked(self, r: Resource, ns: str | None, name: str, obj: Obj, *, subresource: str | None,
+                       dry_run: bool) -> Obj:
+        key = self.key(r, ns, name)
+        got = self.store.get(key)
+        if got is None:
+            raise self._notfound(r, name)
+        old, rev = got
+        md = obj.setdefault("metadata", {})
+        want_rv = md.get("resourceVersion")
+        if want_rv and str(want_rv) != str(rev):
+            raise Conflict(r.plural, name, group=r.group)
+        if subresource == "status":
+            new = copy.deepcopy(old)
+            new["status"] = obj.get("status") or {}
+        elif subresource not in (None, ""):
+            raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+        else:
+            new = obj
+            # Immutable and system-owned metadata is kept from the stored object.
+            for f in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
+                if f in old["metadata"]:
+                    new["metadata"][f] = old["metadata"][f]
+                else:
+                    new["metadata"].pop(f, None)
+            if r.namespaced:
+                new["metadata"]["namespace"] = ns
+            if r.plural in STATUS_SUBRESOURCE:
+                if "status" in old:
+                    new["status"] = old["status"]
+                else:
+                    new.pop("status", None)
+            defaults.apply_defaults(r.plural, new)
+            if r.plural in HAS_GENERATION and new.get("spec") != old.get("spec"):
+                new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+            self._check_immutable(r, old, new)
+            self._validate(r, new)
+            if r.plural == "services":
+                self._allocate_service(new, old)
+        if new == old:
+            return copy.deepcopy(old)
+        # The last finalizer removed from an object being deleted: it goes away now.
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            if dry_run:
+                return new
+            try:
+                self.store.delete(key, expected_revision=rev)
+            except (KeyNotFound, RevisionMismatch):
+                raise Conflict(r.plural, name, group=r.group) from None
+            return new
+        if dry_run:
+            return new
+        try:
+            self.store.update(key, new, expected_revision=rev, set_rv=_set_rv)
+        except RevisionMismatch:
+            raise Conflict(r.plural, name, group=r.group) from None
+        return copy.deepcopy(new)
+
+    def _check_immutable(self, r: Resource, old: Obj, new: Obj) -> None:
+        causes: list[dict[str, str]] = []
+        if r.plural in ("deployments", "replicasets"):
+            if (old.get("spec") or {}).get("selector") != (new.get("spec") or {}).get("selector"):
+                causes.append({"reason": "FieldValueInvalid", "field": "spec.selector",
+                               "message": f"Invalid value: {json.dumps(new['spec'].get('selector'))}: field is immutable"})
+        if r.plural == "pods":
+            # Only the image of containers and a few fields may change on a pod.
+            o, n = copy.deepcopy(old.get("spec") or {}), copy.deepcopy(new.get("spec") or {})
+            for s in (o, n):
+                for c in (s.get("containers") or []) + (s.get("initContainers") or []):
+                    c.pop("image", None)
+                for f in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"):
+                    s.pop(f, None)
+            if o.get("nodeName") and o != n or (not o.get("nodeName") and {**o, "nodeName": None} != {**n, "nodeName": None}):
+                causes.append({"reason": "FieldValueForbidden", "field": "spec",
+                               "message": "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
+                                          "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` "
+                                          "(only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
+                                          "(allow it to be set to 1 if it was previously negative)"})
+        if causes:
+            raise Invalid(r.kind, new["metadata"]["name"], causes, group=r.group)
+
+    # -- patch -----------------------------------------------------------------------------
+    async def patch(self, plural: str, name: str, body: Any, *, namespace: str | None = None,
+                    patch_type: str = "merge", subresource: str | None = None, dry_run: bool = False,
+                    field_validation: str = "Ignore") -> Obj:
+        r = self._res(plural)
+        ns = self._ns(r, namespace)
+        for _ in range(5):
+            if subresource == "scale":
+                current = self.get_scale(plural, name, namespace=ns)
+            else:
+                current = self.get(plural, name, namespace=ns)
+            rv = current["metadata"].get("resourceVersion")
+            patched = self._apply_patch(r, current, body, patch_type)
+            if not isinstance(patched, dict):
+                raise bad_request("the patch produced something that is not an object")
+            if subresource == "scale":
+                return await self._update_scale(r, ns, name, patched, dry_run=dry_run)
+            # A patch that carries its own resourceVersion is a precondition; otherwise we
+            # apply to the latest and retry on a concurrent write.
+            explicit_rv = isinstance(body, dict) and (body.get("metadata") or {}).get("resourceVersion")
+            if not explicit_rv:
+                patched.setdefault("metadata", {})["resourceVersion"] = rv
+            if field_validation != "Ignore" and patch_type != "json":
+                self.check_unknown_fields(r, patched, field_validation)
+            try:
+                async with self._lock:
+                    return self._update_locked(r, ns, name, patched, subresource=subresource, dry_run=dry_run)
+            except Conflict:
+                if explicit_rv:
+                    raise
+        raise Conflict(r.plural, name, group=r.group)
+
+    def _apply_patch(self, r: Resource, current: Obj, body: Any, patch_type: str) -> Any:
+        try:
+            if patch_type == "json":
+                if not isinstance(body, list):
+                    raise bad_request("json patch must be a list of operations")
+                return patches.json_patch(current, body)
+            if not isinstance(body, dict):
+                raise bad_request("patch body must be a JSON object")
+            if patch_type == "merge":
+                return patches.json_merge_patch(current, body)
+            if patch_type == "strategic":
+                return patches.strategic_merge_patch(current, body, self.schemas, current.get("apiVersion", r.api_version),
+                                                     current.get("kind", r.kind))
+        except ApiError:
+            raise
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {e}") from None
+        raise ApiError(415, "UnsupportedMediaType", f"the patch type {patch_type!r} is not supported")
+
+    # -- scale -----------------------------------------------------------------------------
+    def get_scale(self, plural: str, name: str, *, namespace: str | None = None) -> Obj:
+        obj = self.get(plural, name, namespace=namespace)
+        md = obj["metadata"]
+        sel = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        return {
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {"name": md["name"], "namespace": md.get("namespace"), "uid": md.get("uid"),
+                         "resourceVersion": md.get("resourceVersion"), "creationTimestamp": md.get("creationTimestamp")},
+            "spec": {"replicas": obj["spec"].get("replicas", 0)},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                       "selector": ",".join(f"{k}={v}" for k, v in sel.items())},
+        }
+
+    async def _update_scale(self, r: Resource, ns: str | None, name: str, scale: Obj, *, dry_run: bool) -> Obj:
+        if r.plural not in ("deployments", "replicasets"):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        replicas = (scale.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            raise Invalid("Scale", name, [{"reason": "FieldValueInvalid", "field": "spec.replicas",
+                                           "message": f"Invalid value: {replicas}: must be greater than or equal to 0"}],
+                          group="autoscaling")
+        async with self._lock:
+            obj = self.get(r.plural, name, namespace=ns)
+            want_rv = (scale.get("metadata") or {}).get("resourceVersion")
+            if want_rv and want_rv != obj["metadata"]["resourceVersion"]:
+                raise Conflict(r.plural, name, group=r.group)
+            obj["spec"]["replicas"] = replicas
+            self._update_locked(r, ns, name, obj, subresource=None, dry_run=dry_run)
+        return self.get_scale(r.plural, name, namespace=ns)
+
+    # -- binding ---------------------------------------------------------------------------
+    async def bind(self, name: str, binding: Obj, *, namespace: str) -> Obj:
+        target = (binding.get("target") or {}).get("name")
+        if not target:
+            raise Invalid("Binding", name, [{"reason": "FieldValueRequired", "field": "target.name",
+                                             "message": "Required value"}])
+        async with self._lock:
+            pod = self.get("pods", name, namespace=namespace)
+            if pod["metadata"].get("deletionTimestamp"):
+                raise Conflict("pods", name, message=f"pod {name} is being deleted, cannot be assigned to a host")
+            if pod["spec"].get("nodeName"):
+                raise Conflict("pods", name, message=f"pod {name} is already assigned to node \"{pod['spec']['nodeName']}\"")
+            pod["spec"]["nodeName"] = target
+            conds = [c for c in pod.setdefault("status", {}).get("conditions", []) if c.get("type") != "PodScheduled"]
+            conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                          "lastTransitionTime": self._now()})
+            pod["status"]["conditions"] = conds
+            key = self.key(lookup("pods"), namespace, name)
+            self.store.update(key, pod, expected_revision=int(pod["metadata"]["resourceVersion"]), set_rv=_set_rv)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
+    # -- delete ----------------------------------------------------------------------------
+    async def delete(self, plural: str, name: str, *, namespace: str | None = None,
+                     grace_period_seconds: int | None = None, propagation_policy: str | None = None,
+                     preconditions: Obj | None = None, dry_run: bool = False) -> Obj:
+        r = self._res(plural)
+        ns = self._ns(r, namespace)
+        async with self._lock:
+            key = self.key(r, ns, name)
+            got = self.store.get(key)
+            if got is None:
+                raise self._notfound(r, name)
+            obj, rev = copy.deepcopy(got[0]), got[1]
+            md = obj["metadata"]
+            pre = preconditions or {}
+            if pre.get("uid") and pre["uid"] != md.get("uid"):
+                raise Conflict(r.plural, name, group=r.group, message=(
+                    f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {md.get('uid')}"))
+            if pre.get("resourceVersion") and pre["resourceVersion"] != md.get("resourceVersion"):
+                raise Conflict(r.plural, name, group=r.group, message=(
+                    f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
+                    f"ResourceVersion in object meta: {md.get('resourceVersion')}"))
+            if dry_run:
+                return obj
+            graceful = self._grace(r, obj, grace_period_seconds)
+            if propagation_policy == "Orphan":
+                self._orphan_dependents(md.get("uid"))
+            finalizers = list(md.get("finalizers") or [])
+            if propagation_policy == "Foreground" and "foregroundDeletion" not in finalizers and self._has_dependents(md.get("uid")):
+                finalizers.append("foregroundDeletion")
+            if plural == "namespaces":
+                return self._delete_namespace(key, obj, rev)
+            if graceful is not None or finalizers:
+                if not md.get("deletionTimestamp") or (graceful is not None and graceful < (md.get("deletionGracePeriodSeconds") or 0)):
+                    when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=graceful or 0)
+                    md["deletionTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    md["deletionGracePeriodSeconds"] = graceful or 0
+                    md["finalizers"] = finalizers
+                    if "generation" in md:
+                        md["generation"] += 1
+                    self.store.update(key, obj, expected_revision=rev, set_rv=_set_rv)
+                return obj
+            self.store.delete(key, expected_revision=rev)
+            return obj
+
+    def _grace(self, r: Resource, obj: Obj, grace: int | None) -> int | None:
+        """Seconds of graceful deletion, or None for immediate removal (upstream: pods only,
+        and only once bound to a node — an unscheduled pod has no kubelet to wait for)."""
+        if r.plural != "pods":
+            return None
+        if not obj["spec"].get("nodeName") or (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return None
+        if grace is None:
+            grace = obj["spec"].get("terminationGracePeriodSeconds", 30)
+        if grace == 0:
+            return None
+        # A pod already marked keeps going; the kubelet finalises it with grace 0.
+        return max(grace, 1)
+
+    def _dependents(self, uid: str | None) -> list[tuple[str, Obj, int]]:
+        if not uid:
+            return []
+        items, _ = self.store.list("/registry/")
+        return [(k, v, rv) for k, v, rv in items
+                if any(o.get("uid") == uid for o in (v.get("metadata") or {}).get("ownerReferences") or [])]
+
+    def _has_dependents(self, uid: str | None) -> bool:
+        return bool(self._dependents(uid))
+
+    def _orphan_dependents(self, uid: str | None) -> None:
+        for key, v, rv in self._dependents(uid):
+            v = copy.deepcopy(v)
+            v["metadata"]["ownerReferences"] = [o for o in v["metadata"]["ownerReferences"] if o.get("uid") != uid]
+            if not v["metadata"]["ownerReferences"]:
+                del v["metadata"]["ownerReferences"]
+            self.store.update(key, v, expected_revision=rv, set_rv=_set_rv)
+
+    def _delete_namespace(self, key: str, obj: Obj, rev: int) -> Obj:
+        name = obj["metadata"]["name"]
+        if name in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            raise ApiError(403, "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be deleted')
+        if not obj["metadata"].get("deletionTimestamp"):
+            obj["metadata"]["deletionTimestamp"] = self._now()
+            obj["metadata"]["deletionGracePeriodSeconds"] = 0
+            obj.setdefault("status", {})["phase"] = "Terminating"
+            self.store.update(key, obj, expected_revision=rev, set_rv=_set_rv)
+            t = asyncio.get_running_loop().create_task(self._finalize_namespace(name))
+            self._bg.add(t)
+            t.add_done_callback(self._bg.discard)
+        return obj
+
+    async def _finalize_namespace(self, ns: str) -> None:
+        """The namespace controller's job, done here: delete everything inside, wait for the
+        pods to be gone (kubelets stop them gracefully), then remove the namespace."""
+        try:
+            for r in RESOURCES.values():
+                if not r.namespaced:
+                    continue
+                items, _ = self.store.list(self.prefix(r, ns))
+                for _, v, _ in items:
+                    try:
+                        await self.delete(r.plural, v["metadata"]["name"], namespace=ns)
+                    except ApiError:
+                        pass
+            for _ in range(3600):
+                if not any(self.store.count(self.prefix(r, ns)) for r in RESOURCES.values() if r.namespaced):
+                    break
+                await asyncio.sleep(0.5)
+            async with self._lock:
+                got = self.store.get(f"/registry/namespaces/{ns}")
+                if got:
+                    self.store.delete(f"/registry/namespaces/{ns}")
+        except Exception:  # noqa: BLE001 - a background task must log, not vanish
+            log.exception("finalizing namespace %s", ns)
+
+    # -- services --------------------------------------------------------------------------
+    def _allocate_service(self, svc: Obj, old: Obj | None) -> None:
+        spec = svc["spec"]
+        name = svc["metadata"]["name"]
+        items, _ = self.store.list("/registry/services/")
+        others = [v for k, v, _ in items if not old or v["metadata"]["uid"] != old["metadata"]["uid"]]
+        causes: list[dict[str, str]] = []
+        if spec["type"] == "ExternalName":
+            spec.pop("clusterIP", None)
+        else:
+            old_ip = (old or {}).get("spec", {}).get("clusterIP")
+            ip = spec.get("clusterIP")
+            if old and ip and old_ip and ip != old_ip:
+                causes.append({"reason": "FieldValueInvalid", "field": "spec.clusterIPs[0]",
+                               "message": f"Invalid value: []string{{\"{ip}\"}}: may not change once set"})
+            elif old and not ip and old_ip:
+                spec["clusterIP"] = old_ip
+            elif not ip:
+                used = {v["spec"].get("clusterIP") for v in others}
+                spec["clusterIP"] = self._free_ip(used)
+            elif ip != "None" and not old:
+                try:
+                    addr = ipaddress.ip_address(ip)
+                except ValueError:
+                    addr = None
+                if addr is None or addr not in self.service_net:
+                    causes.append({"reason": "FieldValueInvalid", "field": "spec.clusterIPs",
+                                   "message": f"Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: the "
+                                              f"provided IP ({ip}) is not in the valid range. The range of valid IPs is {self.service_net}"})
+                elif any(v["spec"].get("clusterIP") == ip for v in others):
+                    causes.append({"reason": "FieldValueInvalid", "field": "spec.clusterIPs",
+                                   "message": f"Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: provided IP is already allocated"})
+            if spec.get("clusterIP"):
+                spec["clusterIPs"] = [spec["clusterIP"]]
+        used_ports = {p.get("nodePort") for v in others for p in v["spec"].get("ports") or []}
+        old_ports = {(p.get("port"), p.get("protocol")): p.get("nodePort") for p in ((old or {}).get("spec") or {}).get("ports") or []}
+        lo, hi = self.node_ports
+        for i, p in enumerate(spec.get("ports") or []):
+            if spec["type"] not in ("NodePort", "LoadBalancer"):
+                p.pop("nodePort", None)
+                continue
+            np_ = p.get("nodePort")
+            if not np_:
+                np_ = old_ports.get((p.get("port"), p.get("protocol")))
+            if not np_:
+                free = [n for n in range(lo, hi + 1) if n not in used_ports]
+                if not free:
+                    causes.append({"reason": "FieldValueInvalid", "field": f"spec.ports[{i}].nodePort",
+                                   "message": "Invalid value: 0: range is full"})
+                    continue
+                np_ = self.rng.choice(free)
+            elif not lo <= np_ <= hi:
+                causes.append({"reason": "FieldValueInvalid", "field": f"spec.ports[{i}].nodePort",
+                               "message": f"Invalid value: {np_}: provided port is not in the valid range. The range of valid ports is {lo}-{hi}"})
+            elif np_ in used_ports:
+                causes.append({"reason": "FieldValueInvalid", "field": f"spec.ports[{i}].nodePort",
+                               "message": f"Invalid value: {np_}: provided port is already allocated"})
+            used_ports.add(np_)
+            p["nodePort"] = np_
+        if causes:
+            raise Invalid("Service", name, causes)
+
+    def _free_ip(self, used: set[Any]) -> str:
+        net = self.service_net
+        # Dynamic allocation from the upper part of the range, as upstream, leaving the
+        # lower band for addresses users ask for (kubernetes .1, DNS .10).
+        lo = int(net.network_address) + min(256, net.num_addresses // 16)
+        hi = int(net.broadcast_address) - 1
+        for _ in range(1000):
+            ip = str(ipaddress.ip_address(self.rng.randint(lo, hi)))
+            if ip not in used:
+                return ip
+        raise ApiError(500, "InternalError", "the service IP range is full")
+
+    # -- watch -----------------------------------------------------------------------------
+    async def watch(self, plural: str, *, namespace: str | None = None, resource_version: str | None = None,
+                    label_selector: str | None = None, field_selector: str | None = None
+                    ) -> AsyncIterator[tuple[str, Obj]]:
+        r = self._res(plural)
+        flt = Filter(label_selector, field_selector)
+        prefix = self.prefix(r, namespace)
+        after: int | None
+        if resource_version in (None, "", "0"):
+            # No revision: the current state as ADDED events, then changes (upstream semantics).
+            items, rev = self.store.list(prefix)
+            initial = [copy.deepcopy(v) for _, v, _ in items if flt(v)]
+            after = rev
+        else:
+            try:
+                after = int(resource_version)
+            except ValueError:
+                raise bad_request(f"invalid resource version: {resource_version}") from None
+            initial = []
+        try:
+            stream = self.store.watch(prefix, after=after)
+            for obj in initial:
+                yield "ADDED", obj
+            async for ev in stream:
+                new_ok = flt(ev.value)
+                if ev.type == "DELETE":
+                    if new_ok:
+                        obj = copy.deepcopy(ev.value)
+                        obj["metadata"]["resourceVersion"] = str(ev.revision)
+                        yield "DELETED", obj
+                    continue
+                old_ok = flt(ev.prev_value) if ev.prev_value is not None else None
+                if ev.created:
+                    if new_ok:
+                        yield "ADDED", copy.deepcopy(ev.value)
+                elif new_ok:
+                    yield ("ADDED" if old_ok is False else "MODIFIED"), copy.deepcopy(ev.value)
+                elif old_ok:
+                    # Left the selection: to this watcher it is gone.
+                    obj = copy.deepcopy(ev.value)
+                    yield "DELETED", obj
+        except Compacted as e:
+            raise ApiError(410, "Expired", f"too old resource version: {resource_version} ({e.oldest})") from None

@@ -1,0 +1,132 @@
+"""The ``nanokube`` command: one console script, one subcommand per role.
+
+Argument parsing only; each subcommand hands over to the module that does the work. The
+global ``--netns`` option enters a network namespace before anything else runs, which is
+how ``nanokube up`` places the server and each node's agent in their namespaces.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_STATE = Path(os.environ.get("NANOKUBE_STATE_DIR", "/var/lib/nanokube"))
+
+EPILOG = """\
+examples:
+  sudo nanokube up                          a 3-node cluster on this host, until Ctrl-C
+  sudo nanokube up --isolated --detach      host side in its own namespace; return when Ready
+  sudo nanokube kubectl get nodes -o wide   the real kubectl, pointed at the cluster
+  sudo nanokube exec --node node1 -- ip addr   a command inside node1's network namespace
+  sudo nanokube down                        stop the cluster and remove all it made
+"""
+
+
+def _log_setup(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nanokube", description="A real, miniature Kubernetes for Linux hosts.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--netns", help="enter this named network namespace first (used by `up`)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("server", help="run the apiserver, scheduler and controllers",
+                       description="Run the control plane: apiserver (HTTPS), store, scheduler and controllers.")
+    s.add_argument("--data-dir", type=Path, default=DEFAULT_STATE / "server", help="state, PKI and kubeconfig (default %(default)s)")
+    s.add_argument("--bind", action="append", help="address to listen on (repeatable; default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=6443)
+    s.add_argument("--advertise-address", default=None, help="address agents and kubeconfig use (default: first --bind)")
+    s.add_argument("--service-cidr", default="10.96.0.0/12")
+    s.add_argument("--cluster-cidr", default="10.244.0.0/16")
+    s.add_argument("--tls-san", action="append", default=[], help="extra IP or DNS name for the serving certificate")
+
+    a = sub.add_parser("agent", help="run a node: kubelet, kube-proxy and routes",
+                       description="Run one node's agent: kubelet, kube-proxy and the host-gw route agent.")
+    a.add_argument("--server", required=True, help="apiserver URL, e.g. https://192.168.56.10:6443")
+    a.add_argument("--token-file", type=Path, required=True, help="file with the node bearer token")
+    a.add_argument("--ca-file", type=Path, required=True, help="cluster CA certificate")
+    a.add_argument("--kubelet-token-file", type=Path, help="token the apiserver presents to this kubelet (logs)")
+    a.add_argument("--node-name", required=True)
+    a.add_argument("--node-ip", required=True, help="this node's InternalIP")
+    a.add_argument("--data-dir", type=Path, default=DEFAULT_STATE / "agent")
+    a.add_argument("--images-dir", type=Path, default=DEFAULT_STATE / "images")
+    a.add_argument("--cgroup-prefix", default="nanokube", help="cgroup path below this process's cgroup")
+    a.add_argument("--cluster-cidr", default="10.244.0.0/16")
+
+    u = sub.add_parser("up", help="start a local cluster on this host",
+                       description="Start a local cluster: one server and N nodes, each node in its own network "
+                                   "namespace joined to a lan bridge (172.30.0.0/24).")
+    u.add_argument("--cluster", default="nanokube", help="cluster name (default %(default)s)")
+    u.add_argument("--nodes", type=int, default=3)
+    u.add_argument("--isolated", action="store_true",
+                   help="put the lan bridge and the server in namespace nk-<cluster> instead of the host's own network")
+    u.add_argument("--detach", action="store_true", help="return once the cluster is Ready and leave it running")
+    u.add_argument("--state-dir", type=Path, default=DEFAULT_STATE / "clusters")
+    u.add_argument("--images-dir", type=Path, default=DEFAULT_STATE / "images")
+    u.add_argument("--timeout", type=float, default=120, help="seconds to wait for Ready")
+
+    d = sub.add_parser("down", help="stop a local cluster and remove everything it made")
+    d.add_argument("--cluster", default="nanokube")
+    d.add_argument("--state-dir", type=Path, default=DEFAULT_STATE / "clusters")
+
+    k = sub.add_parser("kubectl", help="the real kubectl with the cluster's kubeconfig", add_help=False,
+                       description="Run kubectl against a local cluster (entering its namespace if --isolated).")
+    k.add_argument("--cluster", default=os.environ.get("NANOKUBE_CLUSTER", "nanokube"))
+    k.add_argument("--state-dir", type=Path, default=DEFAULT_STATE / "clusters")
+    k.add_argument("args", nargs=argparse.REMAINDER)
+
+    e = sub.add_parser("exec", help="run a command on the cluster's host side or inside a node",
+                       description="Run CMD where the cluster's host side is (namespace nk-<cluster> with --isolated) "
+                                   "or, with --node, inside that node's network namespace.")
+    e.add_argument("--cluster", default=os.environ.get("NANOKUBE_CLUSTER", "nanokube"))
+    e.add_argument("--node", help="node name, e.g. node1")
+    e.add_argument("--state-dir", type=Path, default=DEFAULT_STATE / "clusters")
+    e.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+
+    i = sub.add_parser("image", help="build and list local images")
+    isub = i.add_subparsers(dest="image_cmd", required=True)
+    ib = isub.add_parser("build", help="build an image from rootfs/ recipes (busybox)")
+    ib.add_argument("name", nargs="?", default="busybox")
+    ib.add_argument("--images-dir", type=Path, default=DEFAULT_STATE / "images")
+    il = isub.add_parser("list", help="list local images")
+    il.add_argument("--images-dir", type=Path, default=DEFAULT_STATE / "images")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _log_setup(args.verbose)
+    if args.netns:
+        from nanokube.host import netns
+        netns.enter(args.netns)
+    if args.cmd == "server":
+        import asyncio
+        from nanokube.apiserver.server import ServerConfig, run_server
+        bind = args.bind or ["127.0.0.1"]
+        cfg = ServerConfig(data_dir=args.data_dir, bind=bind, port=args.port,
+                           advertise_address=args.advertise_address or bind[0], service_cidr=args.service_cidr,
+                           cluster_cidr=args.cluster_cidr, extra_sans=args.tls_san)
+        asyncio.run(run_server(cfg))
+        return 0
+    if args.cmd == "agent":
+        import asyncio
+        from nanokube.cli.agent import run_agent
+        asyncio.run(run_agent(args))
+        return 0
+    if args.cmd in ("up", "down", "kubectl", "exec"):
+        from nanokube.cluster import local
+        return getattr(local, f"cmd_{args.cmd}")(args)
+    if args.cmd == "image":
+        from nanokube.cli.image import cmd_image
+        return cmd_image(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
