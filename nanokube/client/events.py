@@ -1,0 +1,52 @@
+"""Events: record what happened to an object, as ``kubectl describe`` and ``get events`` show.
+
+Repeats of the same (object, reason, message) within a component bump ``count`` and
+``lastTimestamp`` on one Event instead of creating another, as upstream's recorder does.
+Recording never raises: an event is a log line, not part of the work.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from typing import Any
+
+from nanokube.api.errors import ApiError
+
+log = logging.getLogger("nanokube.events")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def emit(client: Any, obj: dict[str, Any], *, reason: str, message: str, type: str = "Normal",
+               component: str, host: str | None = None) -> None:
+    md = obj.get("metadata") or {}
+    ns = md.get("namespace") or "default"
+    digest = hashlib.sha1(f"{md.get('uid')}/{reason}/{message}/{component}".encode()).hexdigest()[:10]
+    name = f"{md.get('name')}.{digest}"
+    now = _now()
+    try:
+        try:
+            ev = await client.get("events", name, namespace=ns)
+            ev["count"] = ev.get("count", 1) + 1
+            ev["lastTimestamp"] = now
+            await client.update("events", ev, namespace=ns)
+            return
+        except ApiError as e:
+            if e.code != 404:
+                raise
+        source = {"component": component, **({"host": host} if host else {})}
+        await client.create("events", {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": ns},
+            "involvedObject": {"kind": obj.get("kind"), "namespace": md.get("namespace"), "name": md.get("name"),
+                               "uid": md.get("uid"), "apiVersion": obj.get("apiVersion"),
+                               "resourceVersion": md.get("resourceVersion")},
+            "reason": reason, "message": message, "type": type, "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now, "source": source,
+            "reportingComponent": component, "reportingInstance": host or "",
+        }, namespace=ns)
+    except Exception as e:  # noqa: BLE001 - never let an event break the caller
+        log.debug("event %s/%s not recorded: %r", reason, md.get("name"), e)

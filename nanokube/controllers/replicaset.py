@@ -1,0 +1,185 @@
+"""ReplicaSet controller: keep ``spec.replicas`` pods matching the selector (replica_set.go).
+
+Pods are owned through a controller ownerReference; matching orphans are adopted. Creations
+and deletions in flight are remembered ("expectations") until the informer has seen them,
+so watch lag never makes the controller create or delete twice.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import random
+import time
+from typing import Any
+
+from nanokube.api.errors import ApiError
+from nanokube.api.selectors import from_label_selector, matches
+from nanokube.client.events import emit
+from .base import Controller, controller_ref, is_active, is_pod_ready, split_key
+
+Obj = dict[str, Any]
+NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+EXPECTATION_TTL = 30.0
+
+
+def pod_from_template(owner: Obj, template: Obj, *, kind: str, api_version: str, rng: random.Random) -> Obj:
+    md = owner["metadata"]
+    tmd = template.get("metadata") or {}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": f"{md['name']}-" + "".join(rng.choice(NAME_CHARS) for _ in range(5)),
+            "namespace": md["namespace"],
+            "labels": dict(tmd.get("labels") or {}),
+            **({"annotations": dict(tmd["annotations"])} if tmd.get("annotations") else {}),
+            "ownerReferences": [{"apiVersion": api_version, "kind": kind, "name": md["name"], "uid": md["uid"],
+                                 "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": copy.deepcopy(template.get("spec") or {}),
+    }
+
+
+def deletion_rank(pod: Obj) -> tuple:
+    """Pods deleted first sort first: unscheduled, pending, not ready, then the newest."""
+    st = pod.get("status") or {}
+    phase_rank = {"Pending": 0, "Unknown": 1, "Running": 2}.get(st.get("phase", ""), 0)
+    ts = pod["metadata"].get("creationTimestamp", "")
+    return (bool(pod["spec"].get("nodeName")), phase_rank, is_pod_ready(pod), _neg(ts))
+
+
+def _neg(ts: str) -> tuple:
+    return tuple(-ord(c) for c in ts)
+
+
+class ReplicaSetController(Controller):
+    name = "replicaset"
+    workers = 2
+
+    def __init__(self, client: Any, *, rng: random.Random | None = None):
+        super().__init__(client)
+        self.rng = rng or random.Random()
+        self.rs = self.informer("replicasets")
+        self.pods = self.informer("pods")
+        self.enqueue_handlers(self.rs)
+        self.pods.add_handler(on_add=self._pod_changed, on_update=lambda o, n: (self._pod_changed(o), self._pod_changed(n)),
+                              on_delete=self._pod_changed)
+        self._creating: dict[str, dict[str, float]] = {}
+        self._deleting: dict[str, dict[str, float]] = {}
+
+    def _pod_changed(self, pod: Obj) -> None:
+        ref = controller_ref(pod)
+        ns = pod["metadata"].get("namespace")
+        if ref and ref.get("kind") == "ReplicaSet":
+            self.queue.add(f"{ns}/{ref['name']}")
+        elif not ref:
+            for rs in self.rs.list():
+                if rs["metadata"]["namespace"] == ns and matches(pod["metadata"].get("labels"),
+                                                                 from_label_selector(rs["spec"].get("selector"))):
+                    self.enqueue(rs)
+
+    def _pending(self, key: str, pods_by_name: dict[str, Obj]) -> bool:
+        now = time.monotonic()
+        c = self._creating.get(key, {})
+        for n in [n for n, t in c.items() if n in pods_by_name or now - t > EXPECTATION_TTL]:
+            del c[n]
+        d = self._deleting.get(key, {})
+        for n in [n for n, t in d.items() if n not in pods_by_name or pods_by_name[n]["metadata"].get("deletionTimestamp")
+                  or now - t > EXPECTATION_TTL]:
+            del d[n]
+        return bool(c or d)
+
+    async def sync(self, key: str) -> None:
+        rs = self.rs.get(key)
+        if rs is None:
+            self._creating.pop(key, None)
+            self._deleting.pop(key, None)
+            return
+        ns, _ = split_key(key)
+        uid = rs["metadata"]["uid"]
+        sel = from_label_selector(rs["spec"].get("selector"))
+        in_ns = [p for p in self.pods.list() if p["metadata"].get("namespace") == ns]
+        owned: list[Obj] = []
+        for p in in_ns:
+            ref = controller_ref(p)
+            if ref and ref.get("uid") == uid:
+                owned.append(p)
+            elif ref is None and is_active(p) and matches(p["metadata"].get("labels"), sel) \
+                    and not rs["metadata"].get("deletionTimestamp"):
+                owned.append(await self._adopt(rs, p))
+        active = [p for p in owned if is_active(p)]
+        by_name = {p["metadata"]["name"]: p for p in in_ns}
+        if not rs["metadata"].get("deletionTimestamp") and not self._pending(key, by_name):
+            diff = len(active) - rs["spec"].get("replicas", 1)
+            if diff < 0:
+                await self._create(key, rs, -diff)
+            elif diff > 0:
+                victims = sorted(active, key=deletion_rank)[:diff]
+                await self._delete(key, rs, victims)
+        elif self._creating.get(key) or self._deleting.get(key):
+            self.queue.add_after(key, 1.0)
+        await self._status(rs, active, sel)
+
+    async def _adopt(self, rs: Obj, pod: Obj) -> Obj:
+        refs = list(pod["metadata"].get("ownerReferences") or [])
+        refs.append({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs["metadata"]["name"],
+                     "uid": rs["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True})
+        return await self.client.patch("pods", pod["metadata"]["name"], {
+            "metadata": {"ownerReferences": refs, "uid": pod["metadata"]["uid"]}}, namespace=pod["metadata"]["namespace"])
+
+    async def _create(self, key: str, rs: Obj, n: int) -> None:
+        pending = self._creating.setdefault(key, {})
+
+        async def one() -> None:
+            pod = pod_from_template(rs, rs["spec"]["template"], kind="ReplicaSet", api_version="apps/v1", rng=self.rng)
+            pending[pod["metadata"]["name"]] = time.monotonic()
+            try:
+                created = await self.client.create("pods", pod, namespace=rs["metadata"]["namespace"])
+            except ApiError as e:
+                pending.pop(pod["metadata"]["name"], None)
+                await emit(self.client, rs, reason="FailedCreate", type="Warning", component="replicaset-controller",
+                           message=f"Error creating: {e.message}")
+                raise
+            await emit(self.client, rs, reason="SuccessfulCreate", component="replicaset-controller",
+                       message=f"Created pod: {created['metadata']['name']}")
+        results = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+        errs = [r for r in results if isinstance(r, Exception)]
+        if errs:
+            raise errs[0]
+
+    async def _delete(self, key: str, rs: Obj, victims: list[Obj]) -> None:
+        pending = self._deleting.setdefault(key, {})
+        for p in victims:
+            name = p["metadata"]["name"]
+            pending[name] = time.monotonic()
+            try:
+                await self.client.delete("pods", name, namespace=p["metadata"]["namespace"])
+            except ApiError as e:
+                pending.pop(name, None)
+                if e.code != 404:
+                    raise
+            await emit(self.client, rs, reason="SuccessfulDelete", component="replicaset-controller",
+                       message=f"Deleted pod: {name}")
+
+    async def _status(self, rs: Obj, active: list[Obj], sel: list) -> None:
+        ready = sum(1 for p in active if is_pod_ready(p))
+        tmpl_labels = ((rs["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+        status = {
+            "replicas": len(active),
+            "fullyLabeledReplicas": sum(1 for p in active if all(
+                (p["metadata"].get("labels") or {}).get(k) == v for k, v in tmpl_labels.items())),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "observedGeneration": rs["metadata"].get("generation", 1),
+        }
+        old = rs.get("status") or {}
+        if all(old.get(k, 0) == v for k, v in status.items()):
+            return
+        new = copy.deepcopy(rs)
+        new["status"] = {**old, **status}
+        try:
+            await self.client.update("replicasets", new, namespace=rs["metadata"]["namespace"], subresource="status")
+        except ApiError as e:
+            if e.code not in (404, 409):
+                raise
+            if e.code == 409:
+                self.queue.add_after(f"{rs['metadata']['namespace']}/{rs['metadata']['name']}", 0.05)
