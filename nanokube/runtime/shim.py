@@ -1,0 +1,193 @@
+"""The per-container shim (like conmon): starts one container and outlives the agent.
+
+Run as ``python3 -S shim.py <container-dir>``: standard library only, nothing else imported,
+because its memory is paid per container. It reads ``config.json`` from the container dir,
+joins the pod's network namespace, unshares a pid namespace and forks the container init
+(pid 1 there), which unshares mount/uts/ipc, mounts an overlay of the image plus /proc,
+/dev, /sys and the bind mounts, pivots into it, drops capabilities, sets no_new_privs and
+execs. The shim writes ``pid`` and ``started``, copies stdout/stderr into the log in CRI
+format, and when the container exits writes ``exit.json`` — so a restarted kubelet can find
+running containers and learn how finished ones ended.
+"""
+import ctypes
+import json
+import os
+import select
+import signal
+import sys
+import time
+import warnings  # noqa: F401 - os.execvpe imports it lazily, after the host root is gone
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE, MS_REMOUNT = 1, 2, 4, 8, 4096, 16384, 1 << 18, 32
+MNT_DETACH = 2
+PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 24, 38
+# The capabilities container runtimes keep by default (containerd/Docker); all others drop.
+DEFAULT_CAPS = {0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31}  # CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID
+# SETUID SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
+LAST_CAP = 40
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+
+
+def check(ret, what):
+    if ret != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def mount(src, dst, fstype, flags=0, data=None):
+    check(libc.mount(src.encode() if src else None, dst.encode(), fstype.encode() if fstype else None, flags,
+                     data.encode() if data else None), f"mount {dst}")
+
+
+def now():
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%09dZ" % int((t % 1) * 1e9)
+
+
+def setup_root(cfg, root):
+    """In the container's own mount namespace: build its root filesystem and pivot into it."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    d = cfg["dir"]
+    mount("overlay", root, "overlay", 0, f"lowerdir={cfg['lower']},upperdir={d}/upper,workdir={d}/work")
+    for sub in ("proc", "dev", "sys", "tmp", "etc"):
+        os.makedirs(f"{root}/{sub}", exist_ok=True)
+    mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    mount("tmpfs", f"{root}/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
+    for dev in ("null", "zero", "full", "random", "urandom", "tty"):
+        open(f"{root}/dev/{dev}", "w").close()
+        mount(f"/dev/{dev}", f"{root}/dev/{dev}", None, MS_BIND)
+    for sub in ("pts", "shm", "mqueue"):
+        os.makedirs(f"{root}/dev/{sub}", exist_ok=True)
+    mount("devpts", f"{root}/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
+    os.symlink("pts/ptmx", f"{root}/dev/ptmx")
+    mount("shm", f"{root}/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{root}/dev/{name}")
+    try:
+        mount("sysfs", f"{root}/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError:
+        pass  # a sysfs of another network namespace may be refused; the container goes without
+    for m in cfg.get("mounts", []):
+        target = root + m["target"]
+        if os.path.isdir(m["source"]):
+            os.makedirs(target, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if not os.path.exists(target):
+                open(target, "w").close()
+        mount(m["source"], target, None, MS_BIND | MS_REC)
+        if m.get("readonly"):
+            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    os.makedirs(f"{root}/.oldroot", exist_ok=True)
+    check(libc.syscall(155, root.encode(), f"{root}/.oldroot".encode()), "pivot_root")  # SYS_pivot_root
+    os.chdir("/")
+    check(libc.umount2(b"/.oldroot", MNT_DETACH), "umount oldroot")
+    os.rmdir("/.oldroot")
+
+
+def container_init(cfg, out_w, err_w, go_r):
+    """The child: wait for the shim to place us in the cgroup, then become the container."""
+    try:
+        os.read(go_r, 1)
+        check(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC), "unshare")
+        if cfg.get("hostname"):
+            check(libc.sethostname(cfg["hostname"].encode(), len(cfg["hostname"].encode())), "sethostname")
+        setup_root(cfg, cfg["dir"] + "/rootfs")
+        os.chdir(cfg.get("cwd") or "/")
+        for cap in range(LAST_CAP + 1):
+            if cap not in DEFAULT_CAPS:
+                libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+        check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        env = dict(cfg["env"])
+        os.execvpe(cfg["argv"][0], cfg["argv"], env)
+    except FileNotFoundError as e:
+        os.write(err_w, f"exec: {cfg['argv'][0]}: {e.strerror}\n".encode())
+        os._exit(127)
+    except BaseException as e:  # noqa: BLE001 - report anything to the log, never return
+        os.write(err_w, f"container init: {e}\n".encode())
+        os._exit(126 if isinstance(e, PermissionError) else 128)
+
+
+def main():
+    d = sys.argv[1]
+    with open(f"{d}/config.json") as f:
+        cfg = json.load(f)
+    cfg["dir"] = d
+    log = open(cfg["log"], "ab", buffering=0)
+    if cfg.get("netns"):
+        fd = os.open(cfg["netns"], os.O_RDONLY)
+        check(libc.setns(fd, CLONE_NEWNET), "setns net")
+        os.close(fd)
+    check(libc.unshare(CLONE_NEWPID), "unshare pid")
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(out_r), os.close(err_r), os.close(go_w)
+        container_init(cfg, out_w, err_w, go_r)
+    os.close(out_w), os.close(err_w), os.close(go_r)
+    for procs in cfg.get("cgroup_procs", []):
+        try:
+            with open(procs, "w") as f:
+                f.write(str(pid))
+        except OSError as e:
+            log.write(f"{now()} stderr F shim: joining cgroup {procs}: {e}\n".encode())
+    os.write(go_w, b"x")
+    os.close(go_w)
+    with open(f"{d}/pid.tmp", "w") as f:
+        f.write(f"{pid} {now()}")
+    os.rename(f"{d}/pid.tmp", f"{d}/pid")
+    # The shim ignores the signals meant for the container (stop() signals the container itself).
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+    partial = {out_r: b"", err_r: b""}
+    names = {out_r: b"stdout", err_r: b"stderr"}
+    open_fds = [out_r, err_r]
+    while open_fds:
+        ready, _, _ = select.select(open_fds, [], [])
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                open_fds.remove(fd)
+                if partial[fd]:
+                    log.write(now().encode() + b" " + names[fd] + b" F " + partial[fd] + b"\n")
+                continue
+            lines = (partial[fd] + chunk).split(b"\n")
+            partial[fd] = lines.pop()
+            stamp = now().encode()
+            log.write(b"".join(stamp + b" " + names[fd] + b" F " + line + b"\n" for line in lines))
+    _, status = os.waitpid(pid, 0)
+    finished = now()
+    result = {"finishedAt": finished}
+    if os.WIFSIGNALED(status):
+        result["signal"] = os.WTERMSIG(status)
+        result["exitCode"] = 128 + result["signal"]
+    else:
+        result["exitCode"] = os.WEXITSTATUS(status)
+    oom = False
+    for f in cfg.get("oom_files", []):
+        try:
+            with open(f) as fh:
+                for line in fh:
+                    k, _, v = line.partition(" ")
+                    if k == "oom_kill" and int(v) > cfg.get("oom_before", 0):
+                        oom = True
+        except OSError:
+            pass
+    result["oomKilled"] = oom
+    with open(f"{d}/exit.tmp", "w") as f:
+        json.dump(result, f)
+    os.rename(f"{d}/exit.tmp", f"{d}/exit.json")
+
+
+if __name__ == "__main__":
+    main()
