@@ -1,0 +1,87 @@
+"""kube-proxy's sync loop: watch Services and Endpoints, render, apply what changed.
+
+Bursts of changes are batched (``min_sync_period``); each sync renders the whole ruleset
+(rules.py, pure) and rewrites only the chains whose rules differ from what this proxier last
+applied, deleting chains no service owns any more. A periodic full resync re-reads the
+kernel's state, which repairs drift and removes stale chains — and on start-up it means live
+rules are never flushed: the first sync is a diff against what is already there.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from nanokube.client.informer import Informer
+from nanokube.host import iptables
+from . import rules
+
+log = logging.getLogger("nanokube.proxy")
+OUR_PREFIXES = ("KUBE-", "NANOKUBE-")
+
+
+class Proxier:
+    def __init__(self, client: Any, *, node_name: str, node_ips: list[str], cluster_cidr: str = "10.244.0.0/16",
+                 min_sync_period: float = 0.1, full_resync_period: float = 60.0):
+        self.node_name, self.node_ips, self.cluster_cidr = node_name, node_ips, cluster_cidr
+        self.min_sync_period, self.full_resync_period = min_sync_period, full_resync_period
+        self.services = Informer(client, "services")
+        self.endpoints = Informer(client, "endpoints")
+        self._dirty = asyncio.Event()
+        for inf in (self.services, self.endpoints):
+            inf.add_handler(on_add=self._changed, on_update=lambda o, n: self._changed(n), on_delete=self._changed)
+        self._applied: rules.Chains | None = None  # what the kernel has, as far as we know
+        self.syncs = 0
+
+    def _changed(self, _obj: Any = None) -> None:
+        self._dirty.set()
+
+    def sync(self, *, full: bool = False) -> int:
+        """Render and apply; returns the number of chains rewritten or deleted."""
+        if full or self._applied is None:
+            self._applied = {k: v for k, v in iptables.save().items() if k[1].startswith(OUR_PREFIXES)}
+        want = rules.render(self.services.list(), self.endpoints.list(), cluster_cidr=self.cluster_cidr).chains
+        changed = {k for k, v in want.items() if self._applied.get(k) != v}
+        stale = {k for k in self._applied if k not in want}
+        iptables.restore(rules.restore_input(want, changed=changed, delete=stale))
+        if full or self.syncs == 0:
+            for table, chain, rule in rules.JUMPS:
+                iptables.ensure_jump(table, chain, rule)
+        self._applied = {k: list(v) for k, v in want.items()}
+        self.syncs += 1
+        return len(changed) + len(stale)
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self.services.run()), asyncio.create_task(self.endpoints.run())]
+        try:
+            await asyncio.gather(self.services.wait_synced(), self.endpoints.wait_synced())
+            last_full = 0.0
+            while True:
+                full = time.monotonic() - last_full > self.full_resync_period
+                self._dirty.clear()
+                try:
+                    n = await asyncio.to_thread(self.sync, full=full)
+                    if full:
+                        last_full = time.monotonic()
+                    log.debug("sync: %d chains changed", n)
+                except Exception as e:  # noqa: BLE001 - retry on the next round
+                    log.warning("proxy sync failed: %s", e)
+                    self._applied = None
+                    await asyncio.sleep(1)
+                    continue
+                await asyncio.sleep(self.min_sync_period)
+                try:
+                    await asyncio.wait_for(self._dirty.wait(), timeout=self.full_resync_period)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    def cleanup(self) -> None:
+        """Remove every chain and jump this proxier made (in the current netns)."""
+        for table, chain, rule in rules.JUMPS:
+            iptables.delete_jump(table, chain, rule)
+        ours = {k for k in iptables.save() if k[1].startswith(OUR_PREFIXES)}
+        iptables.restore(rules.restore_input({}, changed=set(), delete=ours))
