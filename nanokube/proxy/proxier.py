@@ -23,7 +23,8 @@ OUR_PREFIXES = ("KUBE-", "NANOKUBE-")
 
 class Proxier:
     def __init__(self, client: Any, *, node_name: str, node_ips: list[str], cluster_cidr: str = "10.244.0.0/16",
-                 min_sync_period: float = 0.1, full_resync_period: float = 60.0):
+                 min_sync_period: float = 0.2, full_resync_period: float = 60.0,
+                 backend: iptables.Backend | None = None):
         self.node_name, self.node_ips, self.cluster_cidr = node_name, node_ips, cluster_cidr
         self.min_sync_period, self.full_resync_period = min_sync_period, full_resync_period
         self.services = Informer(client, "services")
@@ -32,23 +33,34 @@ class Proxier:
         for inf in (self.services, self.endpoints):
             inf.add_handler(on_add=self._changed, on_update=lambda o, n: self._changed(n), on_delete=self._changed)
         self._applied: rules.Chains | None = None  # what the kernel has, as far as we know
+        self.backend = backend or iptables.RestoreBackend()
         self.syncs = 0
 
     def _changed(self, _obj: Any = None) -> None:
         self._dirty.set()
 
     def sync(self, *, full: bool = False) -> int:
-        """Render and apply; returns the number of chains rewritten or deleted."""
+        """Render from the informers' caches and apply; returns the number of chains changed."""
+        return self.apply(self.services.list(), self.endpoints.list(), full=full)
+
+    def apply(self, services: list[dict], endpoints: list[dict], *, full: bool = False) -> int:
+        """Render ``services``/``endpoints`` and rewrite only the chains that differ from the
+        kernel's (re-read on the first and every full sync); returns chains rewritten or deleted."""
         if full or self._applied is None:
-            self._applied = {k: v for k, v in iptables.save().items() if k[1].startswith(OUR_PREFIXES)}
-        want = rules.render(self.services.list(), self.endpoints.list(), cluster_cidr=self.cluster_cidr).chains
-        changed = {k for k, v in want.items() if self._applied.get(k) != v}
+            self._applied = {k: v for k, v in self.backend.read().items() if k[1].startswith(OUR_PREFIXES)}
+        want = rules.render(services, endpoints, cluster_cidr=self.cluster_cidr).chains
+        have = iptables.canonical_chains(want)  # how the kernel will print them back
+        changed = {k for k, v in have.items() if self._applied.get(k) != v}
         stale = {k for k in self._applied if k not in want}
-        iptables.restore(rules.restore_input(want, changed=changed, delete=stale))
-        if full or self.syncs == 0:
-            for table, chain, rule in rules.JUMPS:
-                iptables.ensure_jump(table, chain, rule)
-        self._applied = {k: list(v) for k, v in want.items()}
+        try:
+            self.backend.apply(want, changed=changed, delete=stale)
+            if full or self.syncs == 0:
+                for table, chain, rule in rules.JUMPS:
+                    iptables.ensure_jump(table, chain, rule)
+        except Exception:
+            self._applied = None  # unknown state: re-read next time
+            raise
+        self._applied = have
         self.syncs += 1
         return len(changed) + len(stale)
 
@@ -67,7 +79,6 @@ class Proxier:
                     log.debug("sync: %d chains changed", n)
                 except Exception as e:  # noqa: BLE001 - retry on the next round
                     log.warning("proxy sync failed: %s", e)
-                    self._applied = None
                     await asyncio.sleep(1)
                     continue
                 await asyncio.sleep(self.min_sync_period)
@@ -84,4 +95,5 @@ class Proxier:
         for table, chain, rule in rules.JUMPS:
             iptables.delete_jump(table, chain, rule)
         ours = {k for k in iptables.save() if k[1].startswith(OUR_PREFIXES)}
-        iptables.restore(rules.restore_input({}, changed=set(), delete=ours))
+        iptables.restore(iptables.render_restore({}, changed=set(), delete=ours))
+        self._applied = None

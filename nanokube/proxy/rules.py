@@ -15,6 +15,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from nanokube.host.iptables import render_restore
+
 Obj = dict[str, Any]
 # (table, chain) → rules (argument strings, without "-A CHAIN")
 Chains = dict[tuple[str, str], list[str]]
@@ -119,7 +121,7 @@ def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10
                 sep = sep_chain(spn, proto, t)
                 if i < n - 1:
                     rs.add("nat", svc_c, f'-m comment --comment "{spn} -> {t}" -m statistic --mode random '
-                                         f'--probability {1.0 / (n - i):.11f} -j {sep}', owner=owner)
+                                         f'--probability {1.0 / (n - i):.10f} -j {sep}', owner=owner)
                 else:
                     rs.add("nat", svc_c, f'-m comment --comment "{spn} -> {t}" -j {sep}', owner=owner)
                 rs.add("nat", sep, f'-s {t.rsplit(":", 1)[0]}/32 -m comment --comment "{spn}" -j KUBE-MARK-MASQ', owner=owner)
@@ -153,21 +155,6 @@ def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10
     return rs
 
 
-def restore_input(chains: Chains, *, changed: set[tuple[str, str]], delete: set[tuple[str, str]]) -> str:
-    """``iptables-restore --noflush`` input that rewrites only ``changed`` chains and deletes
-    ``delete`` ones — upstream's partial sync."""
-    out = []
-    for table in ("filter", "nat"):
-        ch = sorted(c for t, c in changed if t == table)
-        dl = sorted(c for t, c in delete if t == table)
-        if not ch and not dl:
-            continue
-        out.append(f"*{table}")
-        for c in ch + dl:
-            out.append(f":{c} - [0:0]")
-        for c in ch:
-            out += [f"-A {c} {r}" for r in chains[(table, c)]]
-        for c in dl:
-            out.append(f"-X {c}")
-        out.append("COMMIT")
-    return "\n".join(out) + "\n"
+def restore_input(rs: Ruleset) -> str:
+    """The whole ruleset as ``iptables-restore --noflush`` input (every chain rewritten)."""
+    return render_restore(rs.chains, changed=set(rs.chains), delete=set())

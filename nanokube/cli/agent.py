@@ -1,0 +1,57 @@
+"""``nanokube agent``: one node — kubelet, kube-proxy and host-gw routes — in one process.
+
+Started in the node's network namespace (``--netns`` on real hosts is not needed: the VM's
+own namespace is the node's). SIGTERM stops the agent but leaves pods and rules running, so
+a restarted agent adopts them.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from aiohttp import web
+
+from nanokube.client.http import HttpClient
+from nanokube.host.cgroups import detect
+from nanokube.kubelet.kubelet import Kubelet
+from nanokube.kubelet.server import KubeletServer
+from nanokube.network.podnet import PodNetwork
+from nanokube.proxy.proxier import Proxier
+from nanokube.runtime.images import ImageStore
+from nanokube.runtime.runtime import Runtime
+
+log = logging.getLogger("nanokube.agent")
+
+
+async def run_agent(args: Any) -> None:
+    token = args.token_file.read_text().strip()
+    client = HttpClient(args.server, token=token, ca_file=args.ca_file)
+    kubelet_token = args.kubelet_token_file.read_text().strip() if args.kubelet_token_file else None
+    data = args.data_dir
+    runtime = Runtime(state_dir=data / "containers", images=ImageStore(args.images_dir), cgroups=detect())
+    network = PodNetwork(state_dir=data / "net")
+    kubelet = Kubelet(client, node_name=args.node_name, node_ip=args.node_ip, runtime=runtime, network=network,
+                      cgroup_prefix=args.cgroup_prefix, state_dir=data / "kubelet")
+    proxier = Proxier(client, node_name=args.node_name, node_ips=[args.node_ip], cluster_cidr=args.cluster_cidr)
+    runner = web.AppRunner(KubeletServer(kubelet, token=kubelet_token).app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, args.node_ip, kubelet.kubelet_port, reuse_address=True).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(kubelet.run(), name="kubelet"), asyncio.create_task(proxier.run(), name="proxy")]
+    waiter = asyncio.create_task(stop.wait())
+    log.info("agent %s (%s) running", args.node_name, args.node_ip)
+    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for t in done:
+        if t is not waiter and t.exception():
+            log.error("%s failed: %r", t.get_name(), t.exception())
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await runner.cleanup()
+    await client.close()
+    log.info("agent stopped; pods keep running")

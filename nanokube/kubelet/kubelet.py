@@ -1,0 +1,429 @@
+"""The kubelet: run the pods bound to this node and report how they are doing.
+
+One keyed work queue of pods; ``sync_pod`` is level-triggered: it reads the pod from the
+informer and what the runtime has on disk, starts what should run (network first, then
+containers in order), restarts what exited as the restart policy says with upstream's
+back-off (10 s doubling to 300 s, reset after 10 minutes of running), and writes the status
+when it changed. A ticker re-queues every pod each second, which is how exits are noticed.
+Deleted pods are stopped in a task of their own (SIGTERM, SIGKILL after the grace period),
+their kernel objects removed, then the deletion is finalised with grace 0.
+
+Containers and pod networks are found again after a restart (ids are deterministic:
+``<pod uid>-<container>-<attempt>``), so a restarted kubelet adopts running pods without
+restarting them.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import datetime as dt
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nanokube.api.errors import ApiError
+from nanokube.client.events import emit
+from nanokube.client.informer import Informer, key_of
+from nanokube.client.workqueue import WorkQueue, run_workers
+from nanokube.network.routes import plan_routes
+from nanokube.runtime.runtime import ContainerConfig, ImageNotFound, Mount
+from . import nodestatus, podspec, status as podstatus
+
+log = logging.getLogger("nanokube.kubelet")
+Obj = dict[str, Any]
+BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET = 10.0, 300.0, 600.0
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seconds_since(ts: str | None) -> float:
+    if not ts:
+        return 0.0
+    t = dt.datetime.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.timezone.utc)
+    return (dt.datetime.now(dt.timezone.utc) - t).total_seconds()
+
+
+@dataclass
+class ContainerTrack:
+    attempt: int = -1                 # attempt number of the current container, -1 = none yet
+    backoff: float = 0.0              # seconds to wait before the next restart
+    next_start: float = 0.0           # monotonic time before which we must not restart
+    delay: float = 0.0                # the back-off applied to the pending restart
+    waiting: tuple[str, str] | None = None  # (reason, message) when not running
+    last_terminated: Obj | None = None
+
+
+@dataclass
+class PodTrack:
+    uid: str
+    containers: dict[str, ContainerTrack] = field(default_factory=dict)
+    pod_ip: str | None = None
+    start_time: str | None = None
+    terminating: asyncio.Task | None = None
+
+
+class Kubelet:
+    def __init__(self, client: Any, *, node_name: str, node_ip: str, runtime: Any, network: Any,
+                 cgroup_prefix: str, state_dir: Path, capacity: dict[str, str] | None = None,
+                 kubelet_port: int = 10250, max_pods: int = 110):
+        self.client = client
+        self.node_name, self.node_ip = node_name, node_ip
+        self.runtime, self.network = runtime, network
+        self.cgroup_prefix = cgroup_prefix.strip("/")
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.capacity = capacity or nodestatus.default_capacity(max_pods)
+        self.kubelet_port = kubelet_port
+        self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={node_name}")
+        self.nodes = Informer(client, "nodes")
+        self.queue = WorkQueue(base_delay=0.2, max_delay=10)
+        self.tracks: dict[str, PodTrack] = {}   # by pod uid
+        self.pods.add_handler(on_add=self._enqueue, on_update=lambda o, n: self._enqueue(n), on_delete=self._enqueue)
+        self.nodes.add_handler(on_add=self._nodes_changed, on_update=lambda o, n: self._nodes_changed(n),
+                               on_delete=self._nodes_changed)
+        self._routes_dirty = asyncio.Event()
+        self.ready = asyncio.Event()
+        self._refs: dict[str, dict[tuple[str, str], Obj | None]] = {}
+
+    def _enqueue(self, pod: Obj) -> None:
+        self.queue.add(key_of(pod))
+
+    def _nodes_changed(self, _n: Obj) -> None:
+        self._routes_dirty.set()
+
+    # -- node ----------------------------------------------------------------------------------
+    async def _node_loop(self) -> None:
+        while True:
+            await asyncio.sleep(10)
+            try:
+                await nodestatus.heartbeat(self.client, node_name=self.node_name, node_ip=self.node_ip,
+                                           capacity=self.capacity, kubelet_port=self.kubelet_port)
+                await nodestatus.renew_lease(self.client, self.node_name)
+            except Exception as e:  # noqa: BLE001 - try again next beat
+                log.warning("node heartbeat: %r", e)
+
+    async def _routes_loop(self) -> None:
+        cidr_set = False
+        while True:
+            await self._routes_dirty.wait()
+            self._routes_dirty.clear()
+            me = self.nodes.get(self.node_name)
+            cidr = ((me or {}).get("spec") or {}).get("podCIDR")
+            if cidr and not cidr_set:
+                self.network.setup_node(cidr)
+                cidr_set = True
+                self.ready.set()
+            if cidr_set:
+                try:
+                    self.network.sync_routes(plan_routes(self.nodes.list(), self.node_name))
+                except Exception as e:  # noqa: BLE001 - next change or tick
+                    log.warning("routes: %r", e)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for p in self.pods.list():
+                self.queue.add(key_of(p))
+            self._routes_dirty.set()
+
+    # -- adoption and cleanup -------------------------------------------------------------------
+    def _adopt(self) -> None:
+        """Rebuild tracks from the runtime's containers, so nothing running restarts."""
+        for cid in self.runtime.list():
+            meta = self.runtime.meta(cid)
+            uid, name = meta.get("pod_uid"), meta.get("name")
+            if not uid or not name:
+                continue
+            attempt = int(cid.rsplit("-", 1)[1])
+            t = self.tracks.setdefault(uid, PodTrack(uid)).containers.setdefault(name, ContainerTrack())
+            t.attempt = max(t.attempt, attempt)
+
+    async def _cleanup_orphans(self) -> None:
+        live = {p["metadata"]["uid"] for p in self.pods.list()}
+        for cid in self.runtime.list():
+            uid = self.runtime.meta(cid).get("pod_uid")
+            if uid and uid not in live:
+                await self.runtime.remove(cid)
+        for uid in self.network.pods():
+            if uid not in live:
+                self.network.teardown_pod(uid)
+        for uid in list(self.tracks):
+            if uid not in live:
+                self._remove_pod_cgroup(uid)
+                del self.tracks[uid]
+
+    def _pod_cgroup(self, uid: str) -> str:
+        return f"{self.cgroup_prefix}/pod{uid}"
+
+    def _remove_pod_cgroup(self, uid: str) -> None:
+        try:
+            self.runtime.cgroups.remove(self._pod_cgroup(uid))
+        except OSError as e:
+            log.warning("removing cgroup of pod %s: %r", uid, e)
+
+    # -- pods ----------------------------------------------------------------------------------
+    async def sync(self, key: str) -> None:
+        pod = self.pods.get(key)
+        if pod is None:
+            return
+        uid = pod["metadata"]["uid"]
+        track = self.tracks.setdefault(uid, PodTrack(uid))
+        if pod["metadata"].get("deletionTimestamp"):
+            if track.terminating is None:
+                track.terminating = asyncio.create_task(self._terminate(pod, track))
+            return
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") and \
+                all(t.attempt >= 0 for t in track.containers.values()) and track.containers:
+            # Finished for good: nothing more runs. Keep the containers for their logs.
+            return
+        if not self.ready.is_set():
+            self.queue.add_after(key, 0.2)
+            return
+        if track.start_time is None:
+            track.start_time = (pod.get("status") or {}).get("startTime") or _now()
+        net = self.network.get_pod(uid) or await asyncio.to_thread(self.network.setup_pod, uid)
+        track.pod_ip = net.ip
+        views = []
+        for c in pod["spec"].get("containers") or []:
+            views.append(await self._sync_container(pod, track, c, net))
+        new_status = podstatus.compute(pod, views, pod_ip=track.pod_ip, host_ip=self.node_ip, now=_now(),
+                                       start_time=track.start_time)
+        await self._write_status(pod, new_status)
+
+    async def _sync_container(self, pod: Obj, track: PodTrack, c: Obj, net: Any) -> podstatus.ContainerView:
+        name = c["name"]
+        t = track.containers.setdefault(name, ContainerTrack())
+        policy = pod["spec"].get("restartPolicy", "Always")
+        view = podstatus.ContainerView(name=name, image=c.get("image", ""))
+        img = self.runtime.images.resolve(c.get("image", ""))
+        if img is not None:
+            view.image_id = img.id
+        if t.attempt >= 0:
+            cid = podspec.container_id(pod["metadata"]["uid"], name, t.attempt)
+            st = await self.runtime.status(cid)
+            view.container_id = cid
+            if st.state == "running":
+                view.state = {"running": {"startedAt": st.started_at}}
+                view.restart_count = t.attempt
+                view.last_state = {"terminated": t.last_terminated} if t.last_terminated else {}
+                t.waiting = None
+                return view
+            if st.state == "exited":
+                term = {"exitCode": st.exit_code, "reason": st.reason, "startedAt": st.started_at,
+                        "finishedAt": st.finished_at, "containerID": f"nanokube://{cid}"}
+                if st.signal:
+                    term["signal"] = st.signal
+                restart = policy == "Always" or (policy == "OnFailure" and st.exit_code != 0)
+                view.restart_count = t.attempt
+                if not restart:
+                    view.state = {"terminated": term}
+                    view.will_restart = False
+                    view.last_state = {"terminated": t.last_terminated} if t.last_terminated else {}
+                    return view
+                if t.last_terminated is None or t.last_terminated.get("containerID") != term["containerID"]:
+                    # A new exit: schedule the restart with back-off.
+                    ran = _seconds_since(st.started_at) - _seconds_since(st.finished_at)
+                    if ran >= BACKOFF_RESET:
+                        t.backoff = 0.0
+                    t.delay = t.backoff
+                    t.next_start = time.monotonic() + t.delay
+                    t.backoff = BACKOFF_START if t.backoff == 0 else min(t.backoff * 2, BACKOFF_MAX)
+                    t.last_terminated = term
+                view.last_state = {"terminated": t.last_terminated}
+                if time.monotonic() < t.next_start:
+                    wait = int(t.next_start - time.monotonic()) + 1
+                    msg = (f"back-off {int(t.delay)}s "
+                           f"restarting failed container={name} pod={pod['metadata']['name']}_{pod['metadata']['namespace']}"
+                           f"({pod['metadata']['uid']})")
+                    view.state = {"waiting": {"reason": "CrashLoopBackOff", "message": msg}}
+                    if t.waiting is None or t.waiting[0] != "CrashLoopBackOff":
+                        await emit(self.client, pod, reason="BackOff", type="Warning", component="kubelet",
+                                   host=self.node_name, message="Back-off restarting failed container "
+                                   f"{name} in pod {pod['metadata']['name']}_{pod['metadata']['namespace']}")
+                    t.waiting = ("CrashLoopBackOff", msg)
+                    self.queue.add_after(key_of(pod), min(wait, 5))
+                    return view
+        # Start the container (first time, or a restart whose back-off has passed).
+        return await self._start(pod, track, c, t, view, net)
+
+    async def _start(self, pod: Obj, track: PodTrack, c: Obj, t: ContainerTrack, view: podstatus.ContainerView,
+                     net: Any) -> podstatus.ContainerView:
+        name = c["name"]
+        md = pod["metadata"]
+        try:
+            base = self.runtime.resolve_argv(c["image"], c.get("command"), c.get("args"))
+            img_env = self.runtime.image_env(c["image"])
+        except ImageNotFound:
+            msg = f'Container image "{c["image"]}" is not present with pull policy of Never'
+            view.state = {"waiting": {"reason": "ErrImageNeverPull", "message": msg}}
+            if t.waiting is None or t.waiting[0] != "ErrImageNeverPull":
+                await emit(self.client, pod, reason="ErrImageNeverPull", type="Warning", component="kubelet",
+                           host=self.node_name, message=msg)
+            t.waiting = ("ErrImageNeverPull", msg)
+            view.restart_count = max(t.attempt, 0)
+            return view
+        try:
+            await self._prefetch(pod, c)
+            env = podspec.build_env(pod, c, image_env=img_env, pod_ip=net.ip, host_ip=self.node_ip,
+                                    lookup=self._lookup_cache(md["namespace"]))
+        except KeyError as e:
+            msg = str(e).strip("'\"")
+            view.state = {"waiting": {"reason": "CreateContainerConfigError", "message": msg}}
+            t.waiting = ("CreateContainerConfigError", msg)
+            self.queue.add_after(key_of(pod), 2)
+            return view
+        attempt = t.attempt + 1
+        cid = podspec.container_id(md["uid"], name, attempt)
+        files = self._pod_files(pod, net.ip)
+        cfg = ContainerConfig(
+            id=cid, pod_uid=md["uid"], namespace=md["namespace"], pod_name=md["name"], name=name, image=c["image"],
+            argv=podspec.argv(c, base, env), env=env, working_dir=c.get("workingDir"), netns_path=net.netns_path,
+            hostname=podspec.hostname(pod), cgroup=f"{self._pod_cgroup(md['uid'])}/{name}",
+            mounts=[Mount(str(files / "hosts"), "/etc/hosts"), Mount(str(files / "resolv.conf"), "/etc/resolv.conf"),
+                    Mount(str(files / "hostname"), "/etc/hostname")],
+            **podspec.resources(c))
+        if attempt == 0:
+            await emit(self.client, pod, reason="Pulled", component="kubelet", host=self.node_name,
+                       message=f'Container image "{c["image"]}" already present on machine')
+        # Keep one previous container for `kubectl logs --previous`; older ones go.
+        if attempt >= 2:
+            await self.runtime.remove(podspec.container_id(md["uid"], name, attempt - 2))
+        try:
+            st = await self.runtime.start(cfg)
+        except Exception as e:  # noqa: BLE001 - reported as the container's waiting reason
+            msg = str(e)[:500]
+            view.state = {"waiting": {"reason": "RunContainerError", "message": msg}}
+            t.waiting = ("RunContainerError", msg)
+            await emit(self.client, pod, reason="Failed", type="Warning", component="kubelet", host=self.node_name,
+                       message=f"Error: {msg}")
+            raise
+        t.attempt = attempt
+        t.waiting = None
+        await emit(self.client, pod, reason="Created", component="kubelet", host=self.node_name,
+                   message=f"Created container: {name}")
+        await emit(self.client, pod, reason="Started", component="kubelet", host=self.node_name,
+                   message=f"Started container {name}")
+        view.container_id = cid
+        view.restart_count = attempt
+        view.last_state = {"terminated": t.last_terminated} if t.last_terminated else {}
+        view.state = {"running": {"startedAt": st.started_at}} if st.state == "running" else view.state
+        if st.state != "running":
+            self.queue.add(key_of(pod))
+        return view
+
+    def _pod_files(self, pod: Obj, ip: str) -> Path:
+        d = self.state_dir / "pods" / pod["metadata"]["uid"]
+        d.mkdir(parents=True, exist_ok=True)
+        host_resolv = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
+        for name, text in (("hosts", podspec.hosts_file(pod, ip)), ("resolv.conf", podspec.resolv_conf(pod, host_resolv=host_resolv)),
+                           ("hostname", podspec.hostname(pod) + "\n")):
+            f = d / name
+            if not f.exists() or f.read_text() != text:
+                f.write_text(text)
+        return d
+
+    # ConfigMaps and Secrets referenced by env are read from the API just before a start.
+    async def _prefetch(self, pod: Obj, c: Obj) -> None:
+        ns = pod["metadata"]["namespace"]
+        refs = set()
+        for e in c.get("env") or []:
+            vf = e.get("valueFrom") or {}
+            for kind, res in (("configMapKeyRef", "configmaps"), ("secretKeyRef", "secrets")):
+                if kind in vf:
+                    refs.add((res, vf[kind]["name"]))
+        for src in c.get("envFrom") or []:
+            for kind, res in (("configMapRef", "configmaps"), ("secretRef", "secrets")):
+                if kind in src:
+                    refs.add((res, src[kind]["name"]))
+        cache = self._refs.setdefault(ns, {})
+        for res, name in refs:
+            try:
+                cache[(res, name)] = await self.client.get(res, name, namespace=ns)
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+                cache[(res, name)] = None
+
+    def _lookup_cache(self, ns: str):
+        cache = self._refs.get(ns, {})
+
+        def lookup(kind: str, name: str, key: str) -> Any:
+            res = "configmaps" if kind.startswith("configMap") else "secrets"
+            obj = cache.get((res, name))
+            if obj is None:
+                return None
+            if res == "secrets":
+                data = {k: base64.b64decode(v).decode(errors="replace") for k, v in (obj.get("data") or {}).items()}
+                data.update(obj.get("stringData") or {})
+            else:
+                data = dict(obj.get("data") or {})
+            return data if key == "*" else data.get(key)
+        return lookup
+
+    async def _write_status(self, pod: Obj, new_status: Obj) -> None:
+        old = pod.get("status") or {}
+        merged = {**old, **new_status}
+        if merged == old:
+            return
+        p = copy.deepcopy(pod)
+        p["status"] = merged
+        try:
+            await self.client.update("pods", p, namespace=pod["metadata"]["namespace"], subresource="status")
+        except ApiError as e:
+            if e.code == 409:
+                self.queue.add_after(key_of(pod), 0.05)
+            elif e.code != 404:
+                raise
+
+    async def _terminate(self, pod: Obj, track: PodTrack) -> None:
+        md = pod["metadata"]
+        grace = md.get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
+        try:
+            running = [cid for cid in self.runtime.list() if self.runtime.meta(cid).get("pod_uid") == md["uid"]]
+            for c in pod["spec"].get("containers") or []:
+                t = track.containers.get(c["name"])
+                if t and t.attempt >= 0:
+                    await emit(self.client, pod, reason="Killing", component="kubelet", host=self.node_name,
+                               message=f"Stopping container {c['name']}")
+            await asyncio.gather(*(self.runtime.stop(cid, grace_seconds=float(grace)) for cid in running))
+            for cid in running:
+                await self.runtime.remove(cid)
+            await asyncio.to_thread(self.network.teardown_pod, md["uid"])
+            self._remove_pod_cgroup(md["uid"])
+            shutil.rmtree(self.state_dir / "pods" / md["uid"], ignore_errors=True)
+            try:
+                await self.client.delete("pods", md["name"], namespace=md["namespace"], grace_period_seconds=0,
+                                         preconditions={"uid": md["uid"]})
+            except ApiError as e:
+                if e.code not in (404, 409):
+                    raise
+            self.tracks.pop(md["uid"], None)
+        except Exception:  # noqa: BLE001 - retried by the next sync
+            log.exception("terminating pod %s/%s", md["namespace"], md["name"])
+            track.terminating = None
+            self.queue.add_after(key_of(pod), 1)
+
+    # -- main ----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        await nodestatus.register(self.client, node_name=self.node_name, node_ip=self.node_ip,
+                                  capacity=self.capacity, kubelet_port=self.kubelet_port)
+        await nodestatus.renew_lease(self.client, self.node_name)
+        self._adopt()
+        tasks = [asyncio.create_task(x) for x in (self.pods.run(), self.nodes.run(), self._node_loop(),
+                                                   self._routes_loop(), self._ticker())]
+        try:
+            await asyncio.gather(self.pods.wait_synced(), self.nodes.wait_synced())
+            self._routes_dirty.set()
+            await self._cleanup_orphans()
+            await run_workers(self.queue, self.sync, workers=4, name="kubelet")
+        finally:
+            for t in tasks:
+                t.cancel()

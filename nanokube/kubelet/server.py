@@ -1,0 +1,107 @@
+"""The kubelet's HTTP endpoint (port 10250): container logs for ``kubectl logs``, proxied
+by the apiserver, plus /healthz. Requests must carry the kubelet bearer token.
+
+Logs are read from the CRI-format file the shim writes; ``follow`` keeps streaming until
+the container has exited and its log is drained.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .podspec import container_id
+
+
+def _status(code: int, reason: str, message: str) -> web.Response:
+    return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+                              "reason": reason, "message": message}, status=code)
+
+
+def format_line(line: str, *, timestamps: bool) -> tuple[str, str] | None:
+    """A CRI log line → (timestamp, text to print)."""
+    parts = line.rstrip("\n").split(" ", 3)
+    if len(parts) < 4:
+        return None
+    ts, _stream, _tag, text = parts
+    return ts, (f"{ts} {text}\n" if timestamps else text + "\n")
+
+
+class KubeletServer:
+    def __init__(self, kubelet: Any, *, token: str | None):
+        self.kubelet = kubelet
+        self.token = token
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth])
+        app.router.add_get("/healthz", lambda r: web.Response(text="ok"))
+        app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self.logs)
+        return app
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler):
+        if request.path != "/healthz" and self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return _status(401, "Unauthorized", "Unauthorized")
+        return await handler(request)
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        ns, name, cname = request.match_info["ns"], request.match_info["pod"], request.match_info["container"]
+        q = request.query
+        pod = self.kubelet.pods.get(f"{ns}/{name}")
+        if pod is None:
+            return _status(404, "NotFound", f'pods "{name}" not found')
+        uid = pod["metadata"]["uid"]
+        track = self.kubelet.tracks.get(uid)
+        t = track.containers.get(cname) if track else None
+        if t is None or t.attempt < 0:
+            reason = (t.waiting[0] if t and t.waiting else "ContainerCreating")
+            return _status(400, "BadRequest", f'container "{cname}" in pod "{name}" is waiting to start: {reason}')
+        attempt = t.attempt
+        if q.get("previous") in ("true", "1"):
+            attempt -= 1
+            if attempt < 0:
+                return _status(400, "BadRequest", f'previous terminated container "{cname}" in pod "{name}" not found')
+        cid = container_id(uid, cname, attempt)
+        path: Path = self.kubelet.runtime.log_path(cid)
+        if not path.exists():
+            return _status(400, "BadRequest", f'previous terminated container "{cname}" in pod "{name}" not found')
+        timestamps = q.get("timestamps") in ("true", "1")
+        follow = q.get("follow") in ("true", "1") and q.get("previous") not in ("true", "1")
+        since = None
+        if q.get("sinceSeconds"):
+            since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=int(q["sinceSeconds"]))).strftime("%Y-%m-%dT%H:%M:%S")
+        elif q.get("sinceTime"):
+            since = q["sinceTime"][:19]
+        tail = int(q["tailLines"]) if q.get("tailLines") else None
+        limit = int(q["limitBytes"]) if q.get("limitBytes") else None
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await resp.prepare(request)
+        sent = 0
+        with open(path, "r", errors="replace") as f:
+            lines = f.readlines()
+            out = [x for x in (format_line(l, timestamps=timestamps) for l in lines) if x and (since is None or x[0][:19] >= since)]
+            if tail is not None:
+                out = out[-tail:] if tail > 0 else []
+            for _, text in out:
+                data = text.encode()
+                if limit is not None:
+                    data = data[: max(0, limit - sent)]
+                await resp.write(data)
+                sent += len(data)
+            while follow:
+                line = f.readline()
+                if line:
+                    x = format_line(line, timestamps=timestamps)
+                    if x:
+                        await resp.write(x[1].encode())
+                    continue
+                st = await self.kubelet.runtime.status(cid)
+                if st.state != "running":
+                    break
+                await asyncio.sleep(0.2)
+        await resp.write_eof()
+        return resp

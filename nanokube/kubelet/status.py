@@ -1,0 +1,95 @@
+"""A pod's status from what the kubelet knows of its containers (pure; upstream's
+``generateAPIPodStatus`` and ``getPhase``, reduced).
+
+Each container is described by a ``ContainerView``: its current state (running / waiting /
+terminated), the last terminated state, restart count and whether more restarts will come.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class ContainerView:
+    name: str
+    image: str
+    image_id: str = ""
+    container_id: str | None = None
+    state: Obj = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
+    last_state: Obj = field(default_factory=dict)
+    restart_count: int = 0
+    will_restart: bool = True  # a terminated container the policy will restart
+
+
+def _running(v: ContainerView) -> bool:
+    return "running" in v.state
+
+
+def phase(views: list[ContainerView], restart_policy: str) -> str:
+    if not views:
+        return "Pending"
+    # A container that has never run yet keeps the pod Pending.
+    if any("waiting" in v.state and not v.last_state for v in views):
+        return "Pending"
+    terminated = [v for v in views if "terminated" in v.state]
+    succeeded = sum(1 for v in terminated if v.state["terminated"].get("exitCode") == 0)
+    if any(_running(v) for v in views):
+        return "Running"
+    if len(terminated) == len(views):
+        if restart_policy == "Always":
+            return "Running"
+        if restart_policy == "OnFailure":
+            return "Succeeded" if succeeded == len(views) else "Running"
+        return "Succeeded" if succeeded == len(views) else "Failed"
+    # Waiting to restart after having run.
+    return "Running"
+
+
+def _cond(old: dict[str, Obj], typ: str, status: str, now: str, reason: str | None = None) -> Obj:
+    prev = old.get(typ)
+    c = {"type": typ, "status": status, "lastProbeTime": None,
+         "lastTransitionTime": prev["lastTransitionTime"] if prev and prev.get("status") == status else now}
+    if reason:
+        c["reason"] = reason
+    return c
+
+
+def compute(pod: Obj, views: list[ContainerView], *, pod_ip: str | None, host_ip: str, now: str,
+            start_time: str | None) -> Obj:
+    old = pod.get("status") or {}
+    old_conds = {c["type"]: c for c in old.get("conditions") or []}
+    ph = phase(views, pod["spec"].get("restartPolicy", "Always"))
+    ready = bool(views) and all(_running(v) for v in views) and ph == "Running"
+    not_ready_reason = None if ready else ("PodCompleted" if ph in ("Succeeded", "Failed") else "ContainersNotReady")
+    conds = [
+        _cond(old_conds, "PodReadyToStartContainers", "True" if pod_ip else "False", now),
+        _cond(old_conds, "Initialized", "True", now),
+        _cond(old_conds, "Ready", "True" if ready else "False", now, not_ready_reason),
+        _cond(old_conds, "ContainersReady", "True" if ready else "False", now, not_ready_reason),
+        old_conds.get("PodScheduled") or _cond(old_conds, "PodScheduled", "True", now),
+    ]
+    if not ready:
+        names = [v.name for v in views if not _running(v)]
+        for c in conds[2:4]:
+            c["message"] = f"containers with unready status: [{' '.join(names)}]"
+    statuses = []
+    for v in views:
+        s: Obj = {"name": v.name, "image": v.image, "imageID": v.image_id, "ready": _running(v),
+                  "started": _running(v), "restartCount": v.restart_count, "state": v.state,
+                  "lastState": v.last_state}
+        if v.container_id:
+            s["containerID"] = f"nanokube://{v.container_id}"
+        statuses.append(s)
+    status: Obj = {
+        "phase": ph, "conditions": conds, "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
+        "startTime": start_time or now, "containerStatuses": statuses,
+        "qosClass": old.get("qosClass", "BestEffort"),
+    }
+    if pod_ip:
+        status["podIP"] = pod_ip
+        status["podIPs"] = [{"ip": pod_ip}]
+    return status
+

@@ -1,0 +1,99 @@
+"""render(): upstream chain names, balancing, endpoint selection, REJECT, restore text."""
+from nanokube.host.iptables import parse_save, render_restore
+from nanokube.proxy import rules
+
+
+def svc(name, ip="10.96.0.5", *, ns="ns1", ports=None, type_="ClusterIP"):
+    return {"metadata": {"namespace": ns, "name": name},
+            "spec": {"clusterIP": ip, "type": type_,
+                     "ports": ports or [{"name": "p80", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}}
+
+
+def eps(name, ready, *, ns="ns1", not_ready=(), port=8080, pname="p80"):
+    return {"metadata": {"namespace": ns, "name": name},
+            "subsets": [{"addresses": [{"ip": i} for i in ready], "notReadyAddresses": [{"ip": i} for i in not_ready],
+                         "ports": [{"name": pname, "port": port, "protocol": "TCP"}]}]}
+
+
+def test_chain_names_match_upstream():
+    # values from upstream pkg/proxy/iptables/proxier_test.go
+    assert rules.svc_chain("ns1/svc1:p80", "TCP") == "KUBE-SVC-XPGD46QRK7WJZT7O"
+    assert rules.sep_chain("ns1/svc1:p80", "TCP", "10.180.0.1:80") == "KUBE-SEP-SXIVWICOYRO3J4NJ"
+    assert rules.port_name("ns", "s", "") == "ns/s"
+
+
+def test_balancing_probabilities_and_ready_only():
+    rs = rules.render([svc("svc1")], [eps("svc1", ["10.244.1.2", "10.244.1.3", "10.244.2.4"],
+                                          not_ready=["10.244.9.9"])])
+    c = rules.svc_chain("ns1/svc1:p80", "TCP")
+    r = rs.chains[("nat", c)]
+    assert r[0].startswith("! -s 10.244.0.0/16 -d 10.96.0.5/32 -p tcp") and r[0].endswith("-j KUBE-MARK-MASQ")
+    assert "--probability 0.3333333333 -j" in r[1] and "--probability 0.5000000000 -j" in r[2]
+    assert "statistic" not in r[3] and len(r) == 4
+    seps = [x.rsplit("-j ", 1)[1] for x in r[1:]]
+    assert seps[0] == rules.sep_chain("ns1/svc1:p80", "TCP", "10.244.1.2:8080")
+    assert rs.chains[("nat", seps[0])] == [
+        '-s 10.244.1.2/32 -m comment --comment "ns1/svc1:p80" -j KUBE-MARK-MASQ',
+        '-p tcp -m comment --comment "ns1/svc1:p80" -m tcp -j DNAT --to-destination 10.244.1.2:8080']
+    assert not any("10.244.9.9" in x for rules_ in rs.chains.values() for x in rules_)
+    assert f'-d 10.96.0.5/32 -p tcp -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp --dport 80 -j {c}' \
+        in rs.chains[("nat", "KUBE-SERVICES")]
+    assert rs.chains[("nat", "KUBE-SERVICES")][-1].endswith("--dst-type LOCAL -j KUBE-NODEPORTS")
+    assert rs.owners["ns1/svc1"] == {("nat", c), *(("nat", s) for s in seps)}
+
+
+def test_headless_and_no_endpoints():
+    rs = rules.render([svc("h", ip="None"), svc("empty", ip="10.96.0.7", type_="NodePort",
+                                               ports=[{"name": "p80", "port": 80, "nodePort": 30080}])],
+                      [eps("h", ["10.244.1.2"]), eps("empty", [], not_ready=["10.244.1.5"])])
+    assert not [k for k in rs.chains if k[1].startswith(("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-"))]
+    assert rs.chains[("filter", "KUBE-SERVICES")] == [
+        '-d 10.96.0.7/32 -p tcp -m comment --comment "ns1/empty:p80 has no endpoints" -m tcp --dport 80 '
+        '-j REJECT --reject-with icmp-port-unreachable']
+    assert "--dport 30080 -j REJECT" in rs.chains[("filter", "KUBE-EXTERNAL-SERVICES")][0]
+
+
+def test_nodeport_and_named_ports():
+    s = svc("web", type_="NodePort", ports=[{"name": "http", "port": 80, "targetPort": "web", "nodePort": 30080},
+                                            {"name": "dns", "port": 53, "protocol": "UDP"}])
+    e = {"metadata": {"namespace": "ns1", "name": "web"},
+         "subsets": [{"addresses": [{"ip": "10.244.1.2"}],
+                      "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                                {"name": "dns", "port": 5353, "protocol": "UDP"}]}]}
+    rs = rules.render([s], [e])
+    ext = rules.ext_chain("ns1/web:http", "TCP")
+    assert rs.chains[("nat", "KUBE-NODEPORTS")] == [
+        f'-p tcp -m comment --comment "ns1/web:http" -m tcp --dport 30080 -j {ext}']
+    assert rs.chains[("nat", ext)][-1] == f"-j {rules.svc_chain('ns1/web:http', 'TCP')}"
+    assert "KUBE-MARK-MASQ" in rs.chains[("nat", ext)][0]
+    udp_sep = rules.sep_chain("ns1/web:dns", "UDP", "10.244.1.2:5353")
+    assert rs.chains[("nat", udp_sep)][1].endswith("-m udp -j DNAT --to-destination 10.244.1.2:5353")
+    assert not any("30080" in r and "udp" in r for r in rs.chains[("nat", "KUBE-NODEPORTS")])
+
+
+def test_base_chains_and_masquerade():
+    rs = rules.render([], [])
+    assert rs.chains[("nat", "KUBE-MARK-MASQ")] == ["-j MARK --set-xmark 0x4000/0x4000"]
+    post = rs.chains[("nat", "KUBE-POSTROUTING")]
+    assert post[0] == "-m mark ! --mark 0x4000/0x4000 -j RETURN" and post[1] == "-j MARK --set-xmark 0x4000/0x0"
+    assert "MASQUERADE" in post[2]
+    assert any("RELATED,ESTABLISHED -j ACCEPT" in r for r in rs.chains[("filter", "KUBE-FORWARD")])
+
+
+def test_restore_text_roundtrip_and_partial():
+    rs = rules.render([svc("svc1")], [eps("svc1", ["10.244.1.2"])])
+    text = rules.restore_input(rs)
+    assert text.startswith("*filter\n") and text.count("COMMIT") == 2
+    nat = text[text.index("*nat"):]
+    assert parse_save(nat, "nat") == {k: v for k, v in rs.chains.items() if k[0] == "nat"}
+    part = render_restore(rs.chains, changed={("nat", "KUBE-SERVICES")}, delete={("nat", "KUBE-SVC-OLD")})
+    assert part.splitlines()[0] == "*nat" and ":KUBE-SVC-OLD - [0:0]" in part and "-X KUBE-SVC-OLD" in part
+    assert "*filter" not in part
+    assert render_restore(rs.chains, changed=set(), delete=set()) == ""
+
+
+def test_canonical_probability_matches_iptables_save():
+    from nanokube.host.iptables import canonical
+    assert canonical("-m statistic --mode random --probability 0.3333333333 -j X") == \
+        "-m statistic --mode random --probability 0.33333333349 -j X"
+    assert canonical("--probability 0.5000000000 -j X") == "--probability 0.50000000000 -j X"
