@@ -44,6 +44,8 @@ def inner(n: int) -> None:
     svcs, eps = world(n)
     for label, backend in (("iptables-restore", iptables.RestoreBackend()), ("python-iptables", iptables.IptcBackend())):
         dt, changed, p = timed(backend, svcs, eps)
+        # a fresh proxier diffing against the kernel must find nothing to do: same rules either way
+        assert Proxier(None, node_name="b", node_ips=[]).apply(svcs, eps) == 0, label
         s2, e2 = world(n, bump=n // 2)
         t = time.perf_counter()
         inc = p.apply(s2, e2)

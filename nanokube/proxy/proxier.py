@@ -56,7 +56,7 @@ class Proxier:
             self.backend.apply(want, changed=changed, delete=stale)
             if full or self.syncs == 0:
                 for table, chain, rule in rules.JUMPS:
-                    iptables.ensure_jump(table, chain, rule)
+                    self.backend.ensure_jump(table, chain, rule)
         except Exception:
             self._applied = None  # unknown state: re-read next time
             raise
@@ -93,7 +93,7 @@ class Proxier:
     def cleanup(self) -> None:
         """Remove every chain and jump this proxier made (in the current netns)."""
         for table, chain, rule in rules.JUMPS:
-            iptables.delete_jump(table, chain, rule)
-        ours = {k for k in iptables.save() if k[1].startswith(OUR_PREFIXES)}
-        iptables.restore(iptables.render_restore({}, changed=set(), delete=ours))
+            self.backend.delete_jump(table, chain, rule)
+        ours = {k for k in self.backend.read() if k[1].startswith(OUR_PREFIXES)}
+        self.backend.apply({}, changed=set(), delete=ours)
         self._applied = None

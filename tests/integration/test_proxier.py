@@ -38,9 +38,11 @@ CLIENT = textwrap.dedent("""
 """)
 APPLY = textwrap.dedent("""
     import json, sys
+    from nanokube.host import iptables
     from nanokube.proxy.proxier import Proxier
     svcs, eps, cleanup = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "1"
-    p = Proxier(None, node_name="n1", node_ips=["172.30.0.11"])
+    backend = iptables.IptcBackend() if sys.argv[4] == "iptc" else iptables.RestoreBackend()
+    p = Proxier(None, node_name="n1", node_ips=["172.30.0.11"], backend=backend)
     if cleanup:
         p.cleanup()
     else:
@@ -105,16 +107,21 @@ def connect(ns: str, ip: str, port: int, tries: int = 30) -> list[str]:
     return r.stdout.strip().split(",")
 
 
-def run_proxier(node: str, svcs: list, eps: list, *, cleanup: bool = False) -> str:
+def run_proxier(node: str, svcs: list, eps: list, *, cleanup: bool = False, backend: str = "restore") -> str:
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
     r = subprocess.run(["ip", "netns", "exec", node, PY, "-c", APPLY, json.dumps(svcs), json.dumps(eps),
-                        "1" if cleanup else "0"], capture_output=True, text=True, timeout=60, env=env)
+                        "1" if cleanup else "0", backend], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
 
 
-def test_clusterip_nodeport_and_endpoint_removal(lab):
+@pytest.mark.parametrize("backend", ["restore", "iptc"])
+def test_clusterip_nodeport_and_endpoint_removal(lab, backend):
     node, pods = lab
+
+    def run(svcs, eps_, **kw):
+        return run_proxier(node, svcs, eps_, backend=backend, **kw)
+
     svc = {"metadata": {"namespace": "default", "name": "web"},
            "spec": {"type": "NodePort", "clusterIP": "10.96.0.50",
                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}]}}
@@ -127,8 +134,8 @@ def test_clusterip_nodeport_and_endpoint_removal(lab):
     # servers up?
     assert set(connect(node, "10.244.1.2", 8080, 3)) == {"podA"}
     assert set(connect(node, "10.244.1.3", 8080, 3)) == {"podB"}
-    assert int(run_proxier(node, [svc], [eps("10.244.1.2", "10.244.1.3")])) > 0
-    assert run_proxier(node, [svc], [eps("10.244.1.2", "10.244.1.3")]) == "0"  # restart: nothing to rewrite
+    assert int(run([svc], [eps("10.244.1.2", "10.244.1.3")])) > 0
+    assert run([svc], [eps("10.244.1.2", "10.244.1.3")]) == "0"  # restart: nothing to rewrite
     assert set(connect(node, "10.96.0.50", 80)) == {"podA", "podB"}
     assert set(connect(node, "172.30.0.11", 30080)) == {"podA", "podB"}
     assert set(connect(pods["client"], "10.96.0.50", 80)) == {"podA", "podB"}  # PREROUTING, through the bridge
@@ -137,15 +144,15 @@ def test_clusterip_nodeport_and_endpoint_removal(lab):
     assert "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES" in saved
     assert saved.count("-j DNAT") == 2
 
-    assert int(run_proxier(node, [svc], [eps("10.244.1.3")])) > 0
+    assert int(run([svc], [eps("10.244.1.3")])) > 0
     assert set(connect(node, "10.96.0.50", 80, 10)) == {"podB"}
     assert set(connect(node, "172.30.0.11", 30080, 10)) == {"podB"}
     saved = sh("ip", "netns", "exec", node, "iptables-legacy-save").stdout
     assert saved.count("KUBE-SEP-") == 4  # one chain (declaration, 2 rules) + the jump
 
-    run_proxier(node, [svc], [eps()])  # no endpoints → REJECT (connection refused)
+    run([svc], [eps()])  # no endpoints → REJECT (connection refused)
     assert set(connect(node, "10.96.0.50", 80, 3)) == {"ERR:ConnectionRefusedError"}
 
-    run_proxier(node, [], [], cleanup=True)
+    run([], [], cleanup=True)
     saved = sh("ip", "netns", "exec", node, "iptables-legacy-save").stdout
     assert "KUBE-" not in saved and "NANOKUBE-" not in saved

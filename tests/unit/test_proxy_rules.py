@@ -97,3 +97,74 @@ def test_canonical_probability_matches_iptables_save():
     assert canonical("-m statistic --mode random --probability 0.3333333333 -j X") == \
         "-m statistic --mode random --probability 0.33333333349 -j X"
     assert canonical("--probability 0.5000000000 -j X") == "--probability 0.50000000000 -j X"
+
+
+class MemBackend:
+    """Records what the proxier applies; no kernel."""
+
+    def __init__(self):
+        self.chains, self.jumps, self.applies = {}, set(), []
+
+    def read(self):
+        return {k: list(v) for k, v in self.chains.items()}
+
+    def apply(self, chains, *, changed, delete):
+        self.applies.append((set(changed), set(delete)))
+        for k in delete:
+            self.chains.pop(k, None)
+        for k in changed:
+            self.chains[k] = list(chains[k])
+
+    def ensure_jump(self, table, chain, rule):
+        self.jumps.add((table, chain, rule))
+
+    def delete_jump(self, table, chain, rule):
+        self.jumps.discard((table, chain, rule))
+
+
+async def test_proxier_run_watches_and_applies_only_changes(tmp_path):
+    import asyncio
+    from nanokube.api.schema import load_schemas
+    from nanokube.apiserver.registry import Registry
+    from nanokube.client.local import LocalClient
+    from nanokube.proxy.proxier import Proxier
+    from nanokube.store import MemoryStore
+
+    c = LocalClient(Registry(MemoryStore(), schemas=load_schemas(tmp_path)))
+    be = MemBackend()
+    p = Proxier(c, node_name="n1", node_ips=["172.30.0.11"], min_sync_period=0.01, backend=be)
+    task = asyncio.create_task(p.run())
+
+    async def until(fn, timeout=5.0):
+        for _ in range(int(timeout / 0.02)):
+            if fn():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("timed out")
+
+    try:
+        await until(lambda: p.syncs >= 1)
+        assert len(be.jumps) == len(rules.JUMPS)
+        await c.create("namespaces", {"metadata": {"name": "default"}})
+        s = svc("web", ip="10.96.0.9")
+        s["metadata"]["namespace"] = "default"
+        await c.create("services", {**s, "spec": {**s["spec"], "clusterIP": "10.96.0.9"}}, namespace="default")
+        e = eps("web", ["10.244.1.2"], ns="default")
+        await c.create("endpoints", e, namespace="default")
+        svc_c = rules.svc_chain("default/web:p80", "TCP")
+        await until(lambda: ("nat", svc_c) in be.chains)
+        n = len(be.applies)
+        e2 = await c.get("endpoints", "web", namespace="default")
+        e2["subsets"][0]["addresses"].append({"ip": "10.244.1.3"})
+        await c.update("endpoints", e2, namespace="default")
+        await until(lambda: len(be.chains[("nat", svc_c)]) == 3)
+        changed, deleted = be.applies[-1]
+        assert changed == {("nat", svc_c), ("nat", rules.sep_chain("default/web:p80", "TCP", "10.244.1.3:8080"))}
+        assert len(be.applies) > n and not deleted
+        await c.delete("services", "web", namespace="default")
+        await until(lambda: not any(k[1].startswith("KUBE-S") and k[1] != "KUBE-SERVICES" for k in be.chains))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    p.cleanup()
+    assert not be.jumps and not be.chains
