@@ -40,15 +40,18 @@ async def run_agent(args: Any) -> None:
     await web.TCPSite(runner, args.node_ip, kubelet.kubelet_port, reuse_address=True).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    def on_signal(sig: int) -> None:
+        log.info("received %s, stopping", signal.Signals(sig).name)
+        stop.set()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     tasks = [asyncio.create_task(kubelet.run(), name="kubelet"), asyncio.create_task(proxier.run(), name="proxy")]
     waiter = asyncio.create_task(stop.wait())
     log.info("agent %s (%s) running", args.node_name, args.node_ip)
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     for t in done:
-        if t is not waiter and t.exception():
-            log.error("%s failed: %r", t.get_name(), t.exception())
+        if t is not waiter:
+            log.error("%s ended unexpectedly: %r", t.get_name(), t.exception())
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

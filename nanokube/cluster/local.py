@@ -60,27 +60,6 @@ def _spawn(argv: list[str], log: Path, pidfile: Path) -> subprocess.Popen:
     return p
 
 
-def in_netns(name: str | None, fn: Callable[[], Any]) -> Any:
-    """Run fn in a thread that has entered netns ``name`` (setns is per thread)."""
-    if not name:
-        return fn()
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            from nanokube.host import netns
-            netns.enter(name)
-            box["v"] = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
-            box["e"] = e
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join()
-    if "e" in box:
-        raise box["e"]
-    return box.get("v")
-
-
 def _wait_ready(cdir: Path, info: dict[str, Any], timeout: float, progress: Callable[[str], None]) -> None:
     from nanokube.client.http import HttpClient
     kubeconfig = cdir / "server" / "admin.kubeconfig"
@@ -117,7 +96,8 @@ def _wait_ready(cdir: Path, info: dict[str, Any], timeout: float, progress: Call
         finally:
             await client.close()
 
-    in_netns(info.get("host_netns"), lambda: asyncio.run(poll()))
+    from nanokube.host import netns
+    netns.run_in(info.get("host_netns"), lambda: asyncio.run(poll()))
 
 
 def _alive(pid: int) -> bool:
@@ -217,7 +197,9 @@ def cmd_up(args: Any) -> int:
     try:
         _wait_ready(cdir, info, args.timeout, lambda m: _say(f"✓ {m} ({time.monotonic() - t0:.1f}s)"))
     except (TimeoutError, KeyboardInterrupt) as e:
-        _say(f"✗ cluster did not become Ready: {e}; logs in {cdir / 'logs'}")
+        _say(f"✗ cluster did not become Ready: {e}")
+        for f in sorted((cdir / "logs").glob("*.log")):
+            _say(f"--- last lines of {f.name}:\n" + "\n".join(f.read_text(errors="replace").splitlines()[-15:]))
         teardown(cdir, cluster)
         return 1
     where = f" --cluster {cluster}" if cluster != "nanokube" else ""

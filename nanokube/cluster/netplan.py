@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-import threading
 from dataclasses import dataclass, field
 
 from nanokube.host import netlink, netns
@@ -60,23 +59,6 @@ def validate(cluster: str) -> None:
         raise ValueError(f"invalid cluster name {cluster!r}: use 1-20 lowercase letters, digits and '-'")
 
 
-def _in_netns(name: str, fn) -> None:
-    """Run fn in a thread inside netns ``name`` (for /proc/sys/net writes)."""
-    err: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            netns.enter(name)
-            fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised below
-            err.append(e)
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if err:
-        raise err[0]
-
-
 def create_cluster_network(cluster: str, nodes: int, *, isolated: bool, lan_cidr: str = "172.30.0.0/24") -> ClusterNet:
     validate(cluster)
     lan = ipaddress.ip_network(lan_cidr)
@@ -100,7 +82,7 @@ def create_cluster_network(cluster: str, nodes: int, *, isolated: bool, lan_cidr
         netlink.create_veth(veth, "nkm" + veth[3:], peer_netns=ns, peer_name="eth0", master=br, netns=host_ns)
         netlink.ensure_address("eth0", f"{ip}/{lan.prefixlen}", netns=ns)
         netlink.replace_default_route(host_ip, netns=ns)
-        _in_netns(ns, lambda: netns.write_sysctl("net.ipv4.ip_forward", "1"))
+        netns.run_in(ns, lambda: netns.write_sysctl("net.ipv4.ip_forward", "1"))
         net.nodes.append(NodeNet(node, ns, ip))
     return net
 

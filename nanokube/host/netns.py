@@ -2,7 +2,10 @@
 
 ``enter`` moves the *calling thread* into a namespace with setns(2); the agent calls it once
 at start-up, before it creates any thread, so everything it does afterwards (netlink,
-iptables, /proc/sys/net) happens in its node's namespace.
+iptables, /proc/sys/net) happens in its node's namespace. ``run_in`` runs a function in a
+fresh thread inside a namespace. Namespaces are made and removed with iproute2's ``ip
+netns``: pyroute2's helpers fork, and a forked child of an asyncio program shares its
+signal wake-up fd (we saw an agent stop on a SIGTERM that was never sent to it).
 """
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ import ctypes
 import os
 from pathlib import Path
 
-from pyroute2 import netns as _netns
+import subprocess
+import threading
+from typing import Any, Callable
 
 RUN_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
@@ -27,12 +32,12 @@ def exists(name: str) -> bool:
 
 def create(name: str) -> None:
     if not exists(name):
-        _netns.create(name)
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
 
 
 def delete(name: str) -> None:
     if exists(name):
-        _netns.remove(name)
+        subprocess.run(["ip", "netns", "delete", name], check=True, capture_output=True)
 
 
 def list_names(prefix: str = "") -> list[str]:
@@ -58,3 +63,23 @@ def write_sysctl(key: str, value: str) -> bool:
         return False
     p.write_text(value)
     return True
+
+
+def run_in(name: str | None, fn: Callable[[], Any]) -> Any:
+    """fn() in a new thread that has entered netns ``name`` (or here, if None)."""
+    if name is None:
+        return fn()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            enter(name)
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+            box["error"] = e
+    t = threading.Thread(target=target, name=f"netns-{name}")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")

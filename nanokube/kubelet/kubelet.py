@@ -115,15 +115,16 @@ class Kubelet:
             self._routes_dirty.clear()
             me = self.nodes.get(self.node_name)
             cidr = ((me or {}).get("spec") or {}).get("podCIDR")
-            if cidr and not cidr_set:
-                self.network.setup_node(cidr)
-                cidr_set = True
-                self.ready.set()
-            if cidr_set:
-                try:
-                    self.network.sync_routes(plan_routes(self.nodes.list(), self.node_name))
-                except Exception as e:  # noqa: BLE001 - next change or tick
-                    log.warning("routes: %r", e)
+            # pyroute2's synchronous API runs its own event loop: call it from a worker thread.
+            try:
+                if cidr and not cidr_set:
+                    await asyncio.to_thread(self.network.setup_node, cidr)
+                    cidr_set = True
+                    self.ready.set()
+                if cidr_set:
+                    await asyncio.to_thread(self.network.sync_routes, plan_routes(self.nodes.list(), self.node_name))
+            except Exception as e:  # noqa: BLE001 - next change or tick
+                log.warning("node network: %r", e)
 
     async def _ticker(self) -> None:
         while True:
@@ -413,9 +414,17 @@ class Kubelet:
 
     # -- main ----------------------------------------------------------------------------------
     async def run(self) -> None:
-        await nodestatus.register(self.client, node_name=self.node_name, node_ip=self.node_ip,
-                                  capacity=self.capacity, kubelet_port=self.kubelet_port)
-        await nodestatus.renew_lease(self.client, self.node_name)
+        delay = 0.05
+        while True:
+            try:
+                await nodestatus.register(self.client, node_name=self.node_name, node_ip=self.node_ip,
+                                          capacity=self.capacity, kubelet_port=self.kubelet_port)
+                await nodestatus.renew_lease(self.client, self.node_name)
+                break
+            except Exception as e:  # noqa: BLE001 - the apiserver may not be up yet
+                log.info("registering node %s: %r; retrying", self.node_name, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         self._adopt()
         tasks = [asyncio.create_task(x) for x in (self.pods.run(), self.nodes.run(), self._node_loop(),
                                                    self._routes_loop(), self._ticker())]
