@@ -323,7 +323,19 @@ class ApiServer:
         q = request.query
         as_table = wants_table(request)
         timeout = float(q.get("timeoutSeconds") or 1800)
-        stream = self.registry.watch(t.resource.plural, namespace=t.namespace, resource_version=q.get("resourceVersion"),
+        initial: list[tuple[str, Any]] = []
+        rv = q.get("resourceVersion")
+        if _bool(q.get("sendInitialEvents")):
+            # WatchList (client-go's streaming list): the current objects as ADDED, then a
+            # bookmark marking the end of the initial events, then changes.
+            lst = self.registry.list(t.resource.plural, namespace=t.namespace, label_selector=q.get("labelSelector"),
+                                     field_selector=q.get("fieldSelector"))
+            rv = lst["metadata"]["resourceVersion"]
+            initial = [("ADDED", o) for o in lst["items"]]
+            initial.append(("BOOKMARK", {"kind": t.resource.kind, "apiVersion": t.resource.api_version,
+                                         "metadata": {"resourceVersion": rv,
+                                                      "annotations": {"k8s.io/initial-events-end": "true"}}}))
+        stream = self.registry.watch(t.resource.plural, namespace=t.namespace, resource_version=rv,
                                      label_selector=q.get("labelSelector"), field_selector=q.get("fieldSelector"))
         resp = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
         first: tuple[str, Any] | None = None
@@ -338,11 +350,13 @@ class ApiServer:
         deadline = time.monotonic() + timeout
 
         async def send(ev_type: str, obj: Any) -> None:
-            if as_table and ev_type != "ERROR":
+            if as_table and ev_type not in ("ERROR", "BOOKMARK"):
                 obj = table.to_table(t.resource.plural, [obj], include_object=q.get("includeObject", "PartialObjectMetadata"))
             await resp.write(json.dumps({"type": ev_type, "object": obj}, separators=(",", ":")).encode() + b"\n")
 
         try:
+            for ev in initial:
+                await send(*ev)
             if first is not None:
                 await send(*first)
             while True:
