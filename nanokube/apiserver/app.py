@@ -338,14 +338,13 @@ class ApiServer:
         stream = self.registry.watch(t.resource.plural, namespace=t.namespace, resource_version=rv,
                                      label_selector=q.get("labelSelector"), field_selector=q.get("fieldSelector"))
         resp = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
-        first: tuple[str, Any] | None = None
-        try:
-            # Pull the first event before committing to a 200, so an expired revision is a 410.
-            first = await asyncio.wait_for(stream.__anext__(), timeout=0.01)
-        except (asyncio.TimeoutError, StopAsyncIteration):
-            pass
-        except ApiError as e:
-            return status_response(e)
+        # One pending __anext__ at a time, awaited with asyncio.wait: cancelling it (as
+        # wait_for would on a timeout) would finalise the generator and end the watch.
+        nxt: asyncio.Future = asyncio.ensure_future(stream.__anext__())
+        done, _ = await asyncio.wait({nxt}, timeout=0.01)
+        if nxt in done and isinstance(nxt.exception(), ApiError):
+            # An expired revision is answered with a 410 before the stream starts.
+            return status_response(nxt.exception())  # type: ignore[arg-type]
         await resp.prepare(request)
         deadline = time.monotonic() + timeout
 
@@ -357,26 +356,34 @@ class ApiServer:
         try:
             for ev in initial:
                 await send(*ev)
-            if first is not None:
-                await send(*first)
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                try:
-                    ev = await asyncio.wait_for(stream.__anext__(), timeout=left)
-                except asyncio.TimeoutError:
+                done, _ = await asyncio.wait({nxt}, timeout=left)
+                if not done:
                     break
+                try:
+                    ev = nxt.result()
                 except StopAsyncIteration:
                     break
                 except ApiError as e:
                     await send("ERROR", e.status())
                     break
                 await send(*ev)
+                nxt = asyncio.ensure_future(stream.__anext__())
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
-            await stream.aclose()
+            nxt.cancel()
+            try:
+                await nxt
+            except BaseException:  # noqa: BLE001 - it was cancelled or had ended
+                pass
+            try:
+                await stream.aclose()
+            except RuntimeError:
+                pass
         try:
             await resp.write_eof()
         except ConnectionResetError:

@@ -1,0 +1,72 @@
+"""The HTTP layer with the real HttpClient, over loopback: status errors, watches."""
+import asyncio
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from nanokube.api.errors import ApiError, Conflict, NotFound
+from nanokube.api.schema import load_schemas
+from nanokube.apiserver.app import ApiServer
+from nanokube.apiserver.registry import Registry
+from nanokube.client.http import HttpClient
+from nanokube.store import MemoryStore
+
+
+@pytest.fixture
+async def client(tmp_path):
+    reg = Registry(MemoryStore(), schemas=load_schemas(tmp_path))
+    server = TestServer(ApiServer(reg, token="t").app(), host="127.0.0.1")
+    await server.start_server()
+    c = HttpClient(f"http://127.0.0.1:{server.port}", token="t")
+    await c.create("namespaces", {"metadata": {"name": "default"}})
+    yield c
+    await c.close()
+    await server.close()
+
+
+CM = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}}
+
+
+async def test_errors_are_status_objects(client):
+    with pytest.raises(NotFound):
+        await client.get("configmaps", "missing", namespace="default")
+    await client.create("configmaps", CM, namespace="default")
+    with pytest.raises(Conflict) as e:
+        await client.create("configmaps", CM, namespace="default")
+    assert e.value.reason == "AlreadyExists"
+    stale = await client.get("configmaps", "a", namespace="default")
+    await client.patch("configmaps", "a", {"data": {"k": "w"}}, namespace="default")
+    with pytest.raises(Conflict) as e:
+        await client.update("configmaps", stale, namespace="default")
+    assert e.value.reason == "Conflict"
+    with pytest.raises(ApiError) as e:
+        await client.create("configmaps", {**CM, "metadata": {"name": "Bad_Name"}}, namespace="default")
+    assert e.value.code == 422 and e.value.details["causes"][0]["field"] == "metadata.name"
+    assert (await client.get("configmaps", "a", namespace="default"))["data"] == {"k": "w"}
+
+
+async def test_watch_stays_open_and_delivers_later_events(client):
+    lst = await client.list("configmaps", namespace="default")
+    got = []
+
+    async def watch():
+        async for typ, obj in client.watch("configmaps", namespace="default",
+                                           resource_version=lst["metadata"]["resourceVersion"], timeout_seconds=5):
+            got.append((typ, obj["metadata"]["name"]))
+            if len(got) == 2:
+                return
+    task = asyncio.create_task(watch())
+    await asyncio.sleep(0.5)  # well past any internal poll interval: the stream must still be open
+    await client.create("configmaps", CM, namespace="default")
+    await asyncio.sleep(0.3)
+    await client.delete("configmaps", "a", namespace="default")
+    await asyncio.wait_for(task, 5)
+    assert got == [("ADDED", "a"), ("DELETED", "a")]
+
+
+async def test_unauthenticated_is_rejected(client):
+    anon = HttpClient(client.server)
+    with pytest.raises(ApiError) as e:
+        await anon.list("pods", namespace="default")
+    await anon.close()
+    assert e.value.code == 401
