@@ -150,6 +150,61 @@ def test_scale_reapply_and_rollout(cluster):
     cluster.kubectl("rollout", "status", "deployment/hello", "--timeout=60s")
 
 
+def test_unknown_image_and_taken_node_port(cluster):
+    cluster.kubectl("apply", "-f", "-", input=textwrap.dedent("""\
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: noimage
+        spec:
+          containers:
+          - name: c
+            image: registry.example/nothing:1.0
+        """))
+    def waiting():
+        st = cluster.kjson("get", "pod", "noimage")["status"].get("containerStatuses") or []
+        return st and st[0]["state"].get("waiting", {}).get("reason") == "ErrImageNeverPull"
+    cluster.wait_for("ErrImageNeverPull", waiting)
+    assert "ErrImageNeverPull" in cluster.kubectl("get", "pod", "noimage").stdout
+    events = cluster.kjson("get", "events", "--field-selector", "involvedObject.name=noimage")["items"]
+    assert any(e["reason"] == "ErrImageNeverPull" and e["type"] == "Warning" for e in events)
+    cluster.kubectl("delete", "pod", "noimage", "--wait=false")
+    r = cluster.kubectl("apply", "-f", "-", check=False, input=textwrap.dedent("""\
+        apiVersion: v1
+        kind: Service
+        metadata:
+          name: clash
+        spec:
+          type: NodePort
+          selector: {app: hello}
+          ports:
+          - port: 80
+            nodePort: 30080
+        """))
+    assert r.returncode != 0
+    assert 'spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated' in r.stderr, r.stderr
+    assert cluster.kubectl("get", "service", "clash", check=False).returncode != 0
+
+
+def test_get_watch_prints_changes(cluster):
+    import subprocess
+    import time
+    argv = cluster._base("kubectl") + ["--", "get", "configmaps", "-w", "--request-timeout=8s"]
+    w = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        cluster.kubectl("create", "-f", "-", input="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: watched}\ndata: {a: b}\n")
+        out, _ = w.communicate(timeout=20)
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["NAME", "DATA", "AGE"], out
+    assert any(l.split()[:2] == ["watched", "1"] for l in lines[1:]), out
+    cluster.kubectl("delete", "configmap", "watched")
+
+
 BAD = {
     "bad name": ("""apiVersion: v1
 kind: ConfigMap
