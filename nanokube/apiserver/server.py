@@ -55,7 +55,7 @@ async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, s
     registry = Registry(store, schemas=schemas, service_cidr=cfg.service_cidr, node_port_range=cfg.node_port_range)
     api = ApiServer(registry, token=token, kubelet_token=kubelet_token, extra_tokens={node_token: "node"})
     app = api.app()
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     sslctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     sslctx.load_cert_chain(pki["cert"], pki["key"])

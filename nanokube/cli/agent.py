@@ -35,7 +35,7 @@ async def run_agent(args: Any) -> None:
     kubelet = Kubelet(client, node_name=args.node_name, node_ip=args.node_ip, runtime=runtime, network=network,
                       cgroup_prefix=args.cgroup_prefix, state_dir=data / "kubelet")
     proxier = Proxier(client, node_name=args.node_name, node_ips=[args.node_ip], cluster_cidr=args.cluster_cidr)
-    runner = web.AppRunner(KubeletServer(kubelet, token=kubelet_token).app(), access_log=None)
+    runner = web.AppRunner(KubeletServer(kubelet, token=kubelet_token).app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, args.node_ip, kubelet.kubelet_port, reuse_address=True).start()
     stop = asyncio.Event()

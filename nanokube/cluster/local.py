@@ -102,12 +102,19 @@ def _wait_ready(cdir: Path, info: dict[str, Any], timeout: float, progress: Call
 
 def _alive(pid: int) -> bool:
     try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child (the foreground `up`)
+    except ChildProcessError:
+        pass
+    try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _stop_processes(cdir: Path, *, grace: float = 10.0) -> None:
