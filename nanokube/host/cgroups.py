@@ -70,8 +70,20 @@ class CgroupDriver:
                         pass
         return out
 
-    def oom_killed(self, rel: str) -> bool:
+    def oom_files(self, rel: str) -> list[str]:
+        """Files holding an ``oom_kill <count>`` line for the cgroup (read by the shim)."""
         raise NotImplementedError
+
+    def oom_killed(self, rel: str) -> bool:
+        for f in self.oom_files(rel):
+            try:
+                for line in Path(f).read_text().splitlines():
+                    k, _, v = line.partition(" ")
+                    if k == "oom_kill" and int(v) > 0:
+                        return True
+            except OSError:
+                pass
+        return False
 
     def remove(self, rel: str, *, timeout: float = 5.0) -> None:
         """Remove the subtree, children first; retries while the kernel still counts
@@ -115,17 +127,6 @@ class V1(CgroupDriver):
         if memory_limit_bytes and "memory" in self.roots:
             (self.roots["memory"] / rel / "memory.limit_in_bytes").write_text(str(memory_limit_bytes))
 
-    def oom_killed(self, rel: str) -> bool:
-        f = self.roots.get("memory", Path("/nonexistent")) / rel / "memory.oom_control"
-        try:
-            for line in f.read_text().splitlines():
-                k, v = line.split()
-                if k == "oom_kill" and int(v) > 0:
-                    return True
-        except OSError:
-            pass
-        return False
-
     def oom_files(self, rel: str) -> list[str]:
         return [str(self.roots["memory"] / rel / "memory.oom_control")] if "memory" in self.roots else []
 
@@ -165,15 +166,8 @@ class V2(CgroupDriver):
         except FileNotFoundError:
             pass
 
-    def oom_killed(self, rel: str) -> bool:
-        try:
-            for line in (self.root / rel / "memory.events").read_text().splitlines():
-                k, v = line.split()
-                if k == "oom_kill" and int(v) > 0:
-                    return True
-        except OSError:
-            pass
-        return False
+    def oom_files(self, rel: str) -> list[str]:
+        return [str(self.root / rel / "memory.events")]
 
 
 def detect() -> CgroupDriver:

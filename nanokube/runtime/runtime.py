@@ -127,7 +127,7 @@ class Runtime:
             self.cgroups.set_resources(cfg.cgroup, cpu_request_milli=cfg.cpu_request_milli,
                                        cpu_limit_milli=cfg.cpu_limit_milli, memory_limit_bytes=cfg.memory_limit_bytes)
             procs = self.cgroups.procs_files(cfg.cgroup)
-            ooms = getattr(self.cgroups, "oom_files", lambda rel: [])(cfg.cgroup)
+            ooms = self.cgroups.oom_files(cfg.cgroup)
         shim_cfg = {
             "argv": cfg.argv, "env": [list(e) for e in cfg.env], "cwd": cfg.working_dir or img.config.working_dir,
             "lower": str(img.rootfs), "netns": cfg.netns_path, "hostname": cfg.hostname,

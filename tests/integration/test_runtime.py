@@ -1,0 +1,87 @@
+"""The container runtime on the real kernel: isolation, logs, exit codes, stop, OOM, and
+re-adoption by a new Runtime over the same state (a restarted agent)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from nanokube.host import netns
+from nanokube.host.cgroups import detect
+from nanokube.runtime.images import ImageStore
+from nanokube.runtime.runtime import ContainerConfig, Mount, Runtime
+
+pytestmark = pytest.mark.integration
+IMAGES = Path(os.environ.get("NANOKUBE_IMAGES", "/var/lib/nanokube/images"))
+
+
+@pytest.fixture
+def env(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    name = "nkp-t" + secrets.token_hex(4)
+    netns.create(name)
+    cg_root = "nanokube-rt" + secrets.token_hex(3)
+    rt = Runtime(state_dir=tmp_path / "state", images=ImageStore(IMAGES), cgroups=detect())
+    yield rt, name, cg_root
+    async def clean():
+        for cid in rt.list():
+            await rt.remove(cid)
+    asyncio.run(clean())
+    rt.cgroups.remove(cg_root)
+    netns.delete(name)
+    assert not [l for l in Path("/proc/mounts").read_text().splitlines() if str(tmp_path) in l]
+    assert not any(d.exists() for d in rt.cgroups.dirs(cg_root))
+
+
+def cfg(rt_env, cid, argv, **kw):
+    rt, ns, cg = rt_env
+    return ContainerConfig(id=cid, pod_uid="u", namespace="default", pod_name="p", name=cid, image="busybox",
+                           argv=argv, env=[("PATH", "/bin:/usr/bin")], netns_path=netns.path(ns),
+                           cgroup=f"{cg}/{cid}", **kw)
+
+
+async def until_exited(rt, cid, timeout=20):
+    for _ in range(int(timeout / 0.05)):
+        st = await rt.status(cid)
+        if st.state == "exited":
+            return st
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{cid} still running")
+
+
+async def test_isolated_container_logs_and_exit_code(env, tmp_path):
+    rt = env[0]
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 10.96.0.10\n")
+    script = "echo hello; echo oops >&2; hostname; echo pid=$$; ps | wc -l; cat /etc/resolv.conf; exit 3"
+    await rt.start(cfg(env, "c1", ["sh", "-c", script], hostname="mypod",
+                       mounts=[Mount(str(resolv), "/etc/resolv.conf", True)]))
+    st = await until_exited(rt, "c1")
+    assert (st.exit_code, st.reason) == (3, "Error")
+    lines = rt.log_path("c1").read_text().splitlines()
+    streams = [(l.split(" ", 3)[1], l.split(" ", 3)[3]) for l in lines]
+    assert ("stdout", "hello") in streams and ("stderr", "oops") in streams
+    assert ("stdout", "mypod") in streams and ("stdout", "pid=1") in streams
+    # ps sees only the container: a header, sh, ps and wc (no host processes)
+    assert int(next(t for s, t in streams if t.strip().isdigit())) <= 5
+    assert ("stdout", "nameserver 10.96.0.10") in streams
+
+
+async def test_stop_readopt_and_oom(env):
+    rt = env[0]
+    await rt.start(cfg(env, "c2", ["sh", "-c", 'trap "exit 0" TERM; while true; do sleep 0.1; done']))
+    await asyncio.sleep(0.3)
+    again = Runtime(state_dir=rt.state_dir, images=rt.images, cgroups=rt.cgroups)
+    st = await again.status("c2")
+    assert st.state == "running"
+    await again.stop("c2", grace_seconds=10)
+    st = await again.status("c2")
+    assert (st.state, st.exit_code, st.reason) == ("exited", 0, "Completed")
+    await rt.start(cfg(env, "c3", ["sh", "-c", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"],
+                       memory_limit_bytes=16 << 20))
+    st = await until_exited(rt, "c3")
+    assert (st.exit_code, st.reason) == (137, "OOMKilled")
