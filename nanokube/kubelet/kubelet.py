@@ -31,7 +31,7 @@ from nanokube.client.informer import Informer, key_of
 from nanokube.client.workqueue import WorkQueue, run_workers
 from nanokube.network.routes import plan_routes
 from nanokube.runtime.runtime import ContainerConfig, ImageNotFound, Mount
-from . import nodestatus, podspec, status as podstatus
+from . import nodestatus, podspec, prober, probes, status as podstatus
 
 log = logging.getLogger("nanokube.kubelet")
 Obj = dict[str, Any]
@@ -57,6 +57,9 @@ class ContainerTrack:
     delay: float = 0.0                # the back-off applied to the pending restart
     waiting: tuple[str, str] | None = None  # (reason, message) when not running
     last_terminated: Obj | None = None
+    probe: prober.ProbeState | None = None   # probe results of the running container
+    probe_cid: str | None = None              # the container the probe workers watch
+    killing: bool = False                     # a liveness kill is under way
 
 
 @dataclass
@@ -214,7 +217,14 @@ class Kubelet:
                 view.restart_count = t.attempt
                 view.last_state = {"terminated": t.last_terminated} if t.last_terminated else {}
                 t.waiting = None
+                self._ensure_probes(pod, c, t, cid)
+                assert t.probe is not None
+                view.ready, view.started = t.probe.ready and t.probe.started, t.probe.started
+                if t.probe.failed_liveness and not t.killing:
+                    t.killing = True
+                    asyncio.create_task(self._kill_unhealthy(pod, c, t, cid, t.probe.failed_liveness))
                 return view
+            self._stop_probes(t)
             if st.state == "exited":
                 term = {"exitCode": st.exit_code, "reason": st.reason, "startedAt": st.started_at,
                         "finishedAt": st.finished_at, "containerID": f"nanokube://{cid}"}
@@ -252,6 +262,46 @@ class Kubelet:
                     return view
         # Start the container (first time, or a restart whose back-off has passed).
         return await self._start(pod, track, c, t, view, net)
+
+    # -- probes --------------------------------------------------------------------------------
+    def _ensure_probes(self, pod: Obj, c: Obj, t: ContainerTrack, cid: str) -> None:
+        if t.probe_cid == cid and t.probe is not None:
+            return
+        self._stop_probes(t)
+        t.probe, t.probe_cid, t.killing = prober.new_state(c), cid, False
+        key, name, uid = key_of(pod), c["name"], pod["metadata"]["uid"]
+
+        def target() -> probes.Target | None:
+            cur = self.pods.get(key)
+            track = self.tracks.get(uid)
+            ct = track.containers.get(name) if track else None
+            if cur is None or ct is None or ct.probe_cid != cid or cur["metadata"].get("deletionTimestamp"):
+                return None
+            pid_file = self.runtime.dir(cid) / "pid"
+            pid = int(pid_file.read_text().split()[0]) if pid_file.exists() else None
+            return probes.Target(cur, c, track.pod_ip or "", pid)
+
+        async def event(kind: str, msg: str) -> None:
+            await emit(self.client, pod, reason="Unhealthy", type="Warning", component="kubelet", host=self.node_name,
+                       message=f"{kind.capitalize()} probe failed: {msg}")
+        for kind in ("startup", "readiness", "liveness"):
+            spec = c.get(f"{kind}Probe")
+            if spec:
+                t.probe.tasks.append(asyncio.create_task(prober.worker(
+                    kind, spec, t.probe, target, lambda: self.queue.add(key), event)))
+
+    @staticmethod
+    def _stop_probes(t: ContainerTrack) -> None:
+        if t.probe is not None:
+            t.probe.cancel()
+        t.probe, t.probe_cid = None, None
+
+    async def _kill_unhealthy(self, pod: Obj, c: Obj, t: ContainerTrack, cid: str, message: str) -> None:
+        await emit(self.client, pod, reason="Killing", component="kubelet", host=self.node_name, message=message)
+        grace = c.get("livenessProbe", {}).get("terminationGracePeriodSeconds",
+                                                 pod["spec"].get("terminationGracePeriodSeconds", 30))
+        await self.runtime.stop(cid, grace_seconds=float(grace))
+        self.queue.add(key_of(pod))
 
     async def _start(self, pod: Obj, track: PodTrack, c: Obj, t: ContainerTrack, view: podstatus.ContainerView,
                      net: Any) -> podstatus.ContainerView:
@@ -314,6 +364,9 @@ class Kubelet:
         view.restart_count = attempt
         view.last_state = {"terminated": t.last_terminated} if t.last_terminated else {}
         view.state = {"running": {"startedAt": st.started_at}} if st.state == "running" else view.state
+        self._ensure_probes(pod, c, t, cid)
+        assert t.probe is not None
+        view.ready, view.started = t.probe.ready and t.probe.started, t.probe.started
         if st.state != "running":
             self.queue.add(key_of(pod))
         return view
@@ -384,6 +437,8 @@ class Kubelet:
 
     async def _terminate(self, pod: Obj, track: PodTrack) -> None:
         md = pod["metadata"]
+        for t in track.containers.values():
+            self._stop_probes(t)
         grace = md.get("deletionGracePeriodSeconds")
         if grace is None:
             grace = pod["spec"].get("terminationGracePeriodSeconds", 30)

@@ -22,6 +22,12 @@ class ContainerView:
     last_state: Obj = field(default_factory=dict)
     restart_count: int = 0
     will_restart: bool = True  # a terminated container the policy will restart
+    ready: bool | None = None   # None: running means ready (no readiness probe)
+    started: bool | None = None
+
+
+def _ready(v: ContainerView) -> bool:
+    return _running(v) and (v.ready if v.ready is not None else True)
 
 
 def _running(v: ContainerView) -> bool:
@@ -62,7 +68,7 @@ def compute(pod: Obj, views: list[ContainerView], *, pod_ip: str | None, host_ip
     old = pod.get("status") or {}
     old_conds = {c["type"]: c for c in old.get("conditions") or []}
     ph = phase(views, pod["spec"].get("restartPolicy", "Always"))
-    ready = bool(views) and all(_running(v) for v in views) and ph == "Running"
+    ready = bool(views) and all(_ready(v) for v in views) and ph == "Running"
     not_ready_reason = None if ready else ("PodCompleted" if ph in ("Succeeded", "Failed") else "ContainersNotReady")
     conds = [
         _cond(old_conds, "PodReadyToStartContainers", "True" if pod_ip else "False", now),
@@ -72,13 +78,14 @@ def compute(pod: Obj, views: list[ContainerView], *, pod_ip: str | None, host_ip
         old_conds.get("PodScheduled") or _cond(old_conds, "PodScheduled", "True", now),
     ]
     if not ready:
-        names = [v.name for v in views if not _running(v)]
+        names = [v.name for v in views if not _ready(v)]
         for c in conds[2:4]:
             c["message"] = f"containers with unready status: [{' '.join(names)}]"
     statuses = []
     for v in views:
-        s: Obj = {"name": v.name, "image": v.image, "imageID": v.image_id, "ready": _running(v),
-                  "started": _running(v), "restartCount": v.restart_count, "state": v.state,
+        started = _running(v) and (v.started if v.started is not None else True)
+        s: Obj = {"name": v.name, "image": v.image, "imageID": v.image_id, "ready": _ready(v),
+                  "started": started, "restartCount": v.restart_count, "state": v.state,
                   "lastState": v.last_state}
         if v.container_id:
             s["containerID"] = f"nanokube://{v.container_id}"
