@@ -31,7 +31,7 @@ from nanokube.client.informer import Informer, key_of
 from nanokube.client.workqueue import WorkQueue, run_workers
 from nanokube.network.routes import plan_routes
 from nanokube.runtime.runtime import ContainerConfig, ImageNotFound, Mount
-from . import nodestatus, podspec, prober, probes, status as podstatus
+from . import nodestatus, podspec, prober, probes, status as podstatus, volumes
 
 log = logging.getLogger("nanokube.kubelet")
 Obj = dict[str, Any]
@@ -69,6 +69,7 @@ class PodTrack:
     pod_ip: str | None = None
     start_time: str | None = None
     terminating: asyncio.Task | None = None
+    volumes: dict[str, str] = field(default_factory=dict)
 
 
 class Kubelet:
@@ -182,8 +183,7 @@ class Kubelet:
             if track.terminating is None:
                 track.terminating = asyncio.create_task(self._terminate(pod, track))
             return
-        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") and \
-                all(t.attempt >= 0 for t in track.containers.values()) and track.containers:
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             # Finished for good: nothing more runs. Keep the containers for their logs.
             return
         if not self.ready.is_set():
@@ -193,14 +193,69 @@ class Kubelet:
             track.start_time = (pod.get("status") or {}).get("startTime") or _now()
         net = self.network.get_pod(uid) or await asyncio.to_thread(self.network.setup_pod, uid)
         track.pod_ip = net.ip
+        deadline = pod["spec"].get("activeDeadlineSeconds")
+        if deadline is not None and _seconds_since(track.start_time) > deadline:
+            await self._deadline_exceeded(pod, track)
+            return
+        try:
+            track.volumes = await self._volumes(pod)
+        except volumes.VolumeError as e:
+            await emit(self.client, pod, reason="FailedMount", type="Warning", component="kubelet",
+                       host=self.node_name, message=f"MountVolume.SetUp failed: {e}")
+            self.queue.add_after(key, 2)
+            return
+        init_views: list[podstatus.ContainerView] = []
+        initialized = True
+        for c in pod["spec"].get("initContainers") or []:
+            if not initialized:
+                init_views.append(podstatus.ContainerView(name=c["name"], image=c.get("image", ""),
+                                                          state={"waiting": {"reason": "PodInitializing"}}))
+                continue
+            v = await self._sync_container(pod, track, c, net, init=True)
+            init_views.append(v)
+            initialized = (v.state.get("terminated") or {}).get("exitCode") == 0
         views = []
         for c in pod["spec"].get("containers") or []:
-            views.append(await self._sync_container(pod, track, c, net))
+            if initialized:
+                views.append(await self._sync_container(pod, track, c, net))
+            else:
+                views.append(podstatus.ContainerView(name=c["name"], image=c.get("image", ""),
+                                                     state={"waiting": {"reason": "PodInitializing"}}))
         new_status = podstatus.compute(pod, views, pod_ip=track.pod_ip, host_ip=self.node_ip, now=_now(),
-                                       start_time=track.start_time)
+                                       start_time=track.start_time, init_views=init_views)
         await self._write_status(pod, new_status)
 
-    async def _sync_container(self, pod: Obj, track: PodTrack, c: Obj, net: Any) -> podstatus.ContainerView:
+    async def _volumes(self, pod: Obj) -> dict[str, str]:
+        ns = pod["metadata"]["namespace"]
+        objects: dict[tuple[str, str], Obj | None] = {}
+        for res, name in volumes.referenced(pod):
+            try:
+                objects[(res, name)] = await self.client.get(res, name, namespace=ns)
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+                objects[(res, name)] = None
+        base = self.state_dir / "pods" / pod["metadata"]["uid"]
+        return await asyncio.to_thread(volumes.prepare, pod, base, objects)
+
+    async def _deadline_exceeded(self, pod: Obj, track: PodTrack) -> None:
+        """activeDeadlineSeconds: stop everything; the pod fails with DeadlineExceeded."""
+        for t in track.containers.values():
+            self._stop_probes(t)
+        ids = [cid for cid in self.runtime.list() if self.runtime.meta(cid).get("pod_uid") == pod["metadata"]["uid"]]
+        await asyncio.gather(*(self.runtime.stop(cid, grace_seconds=float(pod["spec"].get("terminationGracePeriodSeconds", 30)))
+                               for cid in ids))
+        p = copy.deepcopy(pod)
+        p["status"] = {**(pod.get("status") or {}), "phase": "Failed", "reason": "DeadlineExceeded",
+                       "message": "Pod was active on the node longer than the specified deadline"}
+        for cs in p["status"].get("containerStatuses") or []:
+            cs["ready"] = False
+        await emit(self.client, pod, reason="DeadlineExceeded", type="Warning", component="kubelet", host=self.node_name,
+                   message="Pod was active on the node longer than the specified deadline")
+        await self._write_status(pod, p["status"])
+
+    async def _sync_container(self, pod: Obj, track: PodTrack, c: Obj, net: Any, *,
+                              init: bool = False) -> podstatus.ContainerView:
         name = c["name"]
         t = track.containers.setdefault(name, ContainerTrack())
         policy = pod["spec"].get("restartPolicy", "Always")
@@ -230,7 +285,11 @@ class Kubelet:
                         "finishedAt": st.finished_at, "containerID": f"nanokube://{cid}"}
                 if st.signal:
                     term["signal"] = st.signal
-                restart = policy == "Always" or (policy == "OnFailure" and st.exit_code != 0)
+                if init:
+                    # Init containers run to completion; a failure retries unless the policy is Never.
+                    restart = st.exit_code != 0 and policy != "Never"
+                else:
+                    restart = policy == "Always" or (policy == "OnFailure" and st.exit_code != 0)
                 view.restart_count = t.attempt
                 if not restart:
                     view.state = {"terminated": term}
@@ -296,6 +355,12 @@ class Kubelet:
             t.probe.cancel()
         t.probe, t.probe_cid = None, None
 
+    async def _run_hook(self, hook: Obj, pod: Obj, c: Obj, pod_ip: str, pid: int | None, *,
+                        timeout: float) -> tuple[bool, str]:
+        """A lifecycle handler (exec or httpGet) runs like a probe with the given timeout."""
+        spec = {**hook, "timeoutSeconds": max(1, int(timeout))}
+        return await probes.run(spec, probes.Target(pod, c, pod_ip, pid))
+
     async def _kill_unhealthy(self, pod: Obj, c: Obj, t: ContainerTrack, cid: str, message: str) -> None:
         await emit(self.client, pod, reason="Killing", component="kubelet", host=self.node_name, message=message)
         grace = c.get("livenessProbe", {}).get("terminationGracePeriodSeconds",
@@ -337,7 +402,7 @@ class Kubelet:
             argv=podspec.argv(c, base, env), env=env, working_dir=c.get("workingDir"), netns_path=net.netns_path,
             hostname=podspec.hostname(pod), cgroup=f"{self._pod_cgroup(md['uid'])}/{name}",
             mounts=[Mount(str(files / "hosts"), "/etc/hosts"), Mount(str(files / "resolv.conf"), "/etc/resolv.conf"),
-                    Mount(str(files / "hostname"), "/etc/hostname")],
+                    Mount(str(files / "hostname"), "/etc/hostname")] + volumes.mounts(c, track.volumes),
             **podspec.resources(c))
         if attempt == 0:
             await emit(self.client, pod, reason="Pulled", component="kubelet", host=self.node_name,
@@ -364,6 +429,14 @@ class Kubelet:
         view.restart_count = attempt
         view.last_state = {"terminated": t.last_terminated} if t.last_terminated else {}
         view.state = {"running": {"startedAt": st.started_at}} if st.state == "running" else view.state
+        hook = (c.get("lifecycle") or {}).get("postStart")
+        if hook and st.state == "running":
+            ok, msg = await self._run_hook(hook, pod, c, net.ip, st.pid, timeout=30)
+            if not ok:
+                await emit(self.client, pod, reason="FailedPostStartHook", type="Warning", component="kubelet",
+                           host=self.node_name, message=f"PostStartHook failed: {msg}")
+                await self.runtime.stop(cid, grace_seconds=float(pod["spec"].get("terminationGracePeriodSeconds", 30)))
+                self.queue.add(key_of(pod))
         self._ensure_probes(pod, c, t, cid)
         assert t.probe is not None
         view.ready, view.started = t.probe.ready and t.probe.started, t.probe.started
@@ -435,6 +508,24 @@ class Kubelet:
             elif e.code != 404:
                 raise
 
+    async def _stop_with_prestop(self, pod: Obj, cid: str, grace: float, track: PodTrack) -> None:
+        """preStop first (within the grace period), then SIGTERM, then SIGKILL at the deadline."""
+        started = time.monotonic()
+        name = self.runtime.meta(cid).get("name")
+        c = next((x for x in pod["spec"].get("containers") or [] if x["name"] == name), None)
+        hook = ((c or {}).get("lifecycle") or {}).get("preStop")
+        st = await self.runtime.status(cid)
+        if hook and c is not None and st.state == "running":
+            try:
+                ok, msg = await asyncio.wait_for(self._run_hook(hook, pod, c, track.pod_ip or "", st.pid, timeout=grace),
+                                                 timeout=max(grace, 0.1))
+            except asyncio.TimeoutError:
+                ok, msg = False, f"timed out after {grace:.0f}s"
+            if not ok:
+                await emit(self.client, pod, reason="FailedPreStopHook", type="Warning", component="kubelet",
+                           host=self.node_name, message=f"PreStopHook failed: {msg}")
+        await self.runtime.stop(cid, grace_seconds=max(0.0, grace - (time.monotonic() - started)))
+
     async def _terminate(self, pod: Obj, track: PodTrack) -> None:
         md = pod["metadata"]
         for t in track.containers.values():
@@ -449,7 +540,7 @@ class Kubelet:
                 if t and t.attempt >= 0:
                     await emit(self.client, pod, reason="Killing", component="kubelet", host=self.node_name,
                                message=f"Stopping container {c['name']}")
-            await asyncio.gather(*(self.runtime.stop(cid, grace_seconds=float(grace)) for cid in running))
+            await asyncio.gather(*(self._stop_with_prestop(pod, cid, float(grace), track) for cid in running))
             for cid in running:
                 await self.runtime.remove(cid)
             await asyncio.to_thread(self.network.teardown_pod, md["uid"])

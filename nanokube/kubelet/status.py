@@ -63,16 +63,28 @@ def _cond(old: dict[str, Obj], typ: str, status: str, now: str, reason: str | No
     return c
 
 
+def _init_done(v: ContainerView) -> bool:
+    return (v.state.get("terminated") or {}).get("exitCode") == 0
+
+
 def compute(pod: Obj, views: list[ContainerView], *, pod_ip: str | None, host_ip: str, now: str,
-            start_time: str | None) -> Obj:
+            start_time: str | None, init_views: list[ContainerView] | None = None) -> Obj:
     old = pod.get("status") or {}
     old_conds = {c["type"]: c for c in old.get("conditions") or []}
-    ph = phase(views, pod["spec"].get("restartPolicy", "Always"))
+    init_views = init_views or []
+    initialized = all(_init_done(v) for v in init_views)
+    if any("terminated" in v.state and not _init_done(v) and not v.will_restart for v in init_views):
+        ph = "Failed"
+    elif not initialized:
+        ph = "Pending"
+    else:
+        ph = phase(views, pod["spec"].get("restartPolicy", "Always"))
     ready = bool(views) and all(_ready(v) for v in views) and ph == "Running"
     not_ready_reason = None if ready else ("PodCompleted" if ph in ("Succeeded", "Failed") else "ContainersNotReady")
     conds = [
         _cond(old_conds, "PodReadyToStartContainers", "True" if pod_ip else "False", now),
-        _cond(old_conds, "Initialized", "True", now),
+        _cond(old_conds, "Initialized", "True" if initialized else "False", now,
+              None if initialized else "ContainersNotInitialized"),
         _cond(old_conds, "Ready", "True" if ready else "False", now, not_ready_reason),
         _cond(old_conds, "ContainersReady", "True" if ready else "False", now, not_ready_reason),
         old_conds.get("PodScheduled") or _cond(old_conds, "PodScheduled", "True", now),
@@ -81,20 +93,27 @@ def compute(pod: Obj, views: list[ContainerView], *, pod_ip: str | None, host_ip
         names = [v.name for v in views if not _ready(v)]
         for c in conds[2:4]:
             c["message"] = f"containers with unready status: [{' '.join(names)}]"
-    statuses = []
-    for v in views:
+    if not initialized:
+        conds[1]["message"] = ("containers with incomplete status: ["
+                               + " ".join(v.name for v in init_views if not _init_done(v)) + "]")
+
+    def container_status(v: ContainerView) -> Obj:
         started = _running(v) and (v.started if v.started is not None else True)
         s: Obj = {"name": v.name, "image": v.image, "imageID": v.image_id, "ready": _ready(v),
                   "started": started, "restartCount": v.restart_count, "state": v.state,
                   "lastState": v.last_state}
         if v.container_id:
             s["containerID"] = f"nanokube://{v.container_id}"
-        statuses.append(s)
+        return s
     status: Obj = {
         "phase": ph, "conditions": conds, "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
-        "startTime": start_time or now, "containerStatuses": statuses,
+        "startTime": start_time or now, "containerStatuses": [container_status(v) for v in views],
         "qosClass": old.get("qosClass", "BestEffort"),
     }
+    if init_views:
+        status["initContainerStatuses"] = [container_status(v) for v in init_views]
+        for s_, v in zip(status["initContainerStatuses"], init_views):
+            s_["ready"] = _init_done(v)
     if pod_ip:
         status["podIP"] = pod_ip
         status["podIPs"] = [{"ip": pod_ip}]
