@@ -94,6 +94,7 @@ class Kubelet:
         self._routes_dirty = asyncio.Event()
         self.ready = asyncio.Event()
         self._refs: dict[str, dict[tuple[str, str], Obj | None]] = {}
+        self._uid_by_key: dict[str, str] = {}
 
     def _enqueue(self, pod: Obj) -> None:
         self.queue.add(key_of(pod))
@@ -176,8 +177,16 @@ class Kubelet:
     async def sync(self, key: str) -> None:
         pod = self.pods.get(key)
         if pod is None:
+            # Gone from the API without us (force deletion): kill and clean up at once.
+            uid = self._uid_by_key.pop(key, None)
+            track = self.tracks.get(uid) if uid else None
+            if track is not None and track.terminating is None:
+                gone = {"metadata": {"uid": uid, "namespace": key.split("/")[0], "name": key.split("/")[1],
+                                     "deletionGracePeriodSeconds": 0}, "spec": {}}
+                track.terminating = asyncio.create_task(self._terminate(gone, track, finalize=False))
             return
         uid = pod["metadata"]["uid"]
+        self._uid_by_key[key] = uid
         track = self.tracks.setdefault(uid, PodTrack(uid))
         if pod["metadata"].get("deletionTimestamp"):
             if track.terminating is None:
@@ -526,7 +535,7 @@ class Kubelet:
                            host=self.node_name, message=f"PreStopHook failed: {msg}")
         await self.runtime.stop(cid, grace_seconds=max(0.0, grace - (time.monotonic() - started)))
 
-    async def _terminate(self, pod: Obj, track: PodTrack) -> None:
+    async def _terminate(self, pod: Obj, track: PodTrack, *, finalize: bool = True) -> None:
         md = pod["metadata"]
         for t in track.containers.values():
             self._stop_probes(t)
@@ -546,12 +555,13 @@ class Kubelet:
             await asyncio.to_thread(self.network.teardown_pod, md["uid"])
             self._remove_pod_cgroup(md["uid"])
             shutil.rmtree(self.state_dir / "pods" / md["uid"], ignore_errors=True)
-            try:
-                await self.client.delete("pods", md["name"], namespace=md["namespace"], grace_period_seconds=0,
-                                         preconditions={"uid": md["uid"]})
-            except ApiError as e:
-                if e.code not in (404, 409):
-                    raise
+            if finalize:
+                try:
+                    await self.client.delete("pods", md["name"], namespace=md["namespace"], grace_period_seconds=0,
+                                             preconditions={"uid": md["uid"]})
+                except ApiError as e:
+                    if e.code not in (404, 409):
+                        raise
             self.tracks.pop(md["uid"], None)
         except Exception:  # noqa: BLE001 - retried by the next sync
             log.exception("terminating pod %s/%s", md["namespace"], md["name"])

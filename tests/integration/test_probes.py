@@ -3,6 +3,7 @@ endpoint) only when its readiness probe passes; a failing liveness probe restart
 from __future__ import annotations
 
 import textwrap
+import time
 
 import pytest
 
@@ -87,3 +88,90 @@ def test_liveness_failure_restarts_container(cluster):
     reasons = {e["reason"]: e["message"] for e in events}
     assert reasons.get("Killing") == "Container app failed liveness probe, will be restarted"
     assert reasons.get("Unhealthy", "").startswith("Liveness probe failed")
+
+
+def test_tcp_and_startup_probes(cluster):
+    cluster.kubectl("apply", "-f", "-", input=textwrap.dedent("""\
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: slowstart
+        spec:
+          containers:
+          - name: srv
+            image: busybox
+            command: ["sh", "-c", "sleep 3; exec nc -ll -p 9000 -e echo hi"]
+            ports: [{containerPort: 9000, name: svc}]
+            startupProbe:
+              tcpSocket: {port: svc}
+              periodSeconds: 1
+              failureThreshold: 10
+            livenessProbe:
+              tcpSocket: {port: 9000}
+              periodSeconds: 1
+              failureThreshold: 1
+        """))
+    def cs():
+        return (cluster.kjson("get", "pod", "slowstart")["status"].get("containerStatuses") or [{}])[0]
+    cluster.wait_for("running", lambda: "running" in cs().get("state", {}))
+    assert cs()["started"] is False and cs()["ready"] is False
+    cluster.wait_for("started", lambda: cs().get("started") is True, timeout=30)
+    time.sleep(2)
+    # The liveness probe would have killed it during the slow start had startup not gated it.
+    assert cs()["restartCount"] == 0 and cs()["ready"] is True
+
+
+def test_readiness_failure_takes_pod_out_of_service_and_back(cluster):
+    cluster.kubectl("apply", "-f", "-", input=textwrap.dedent("""\
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: flappy
+          labels: {app: flappy}
+        spec:
+          containers:
+          - name: web
+            image: busybox
+            command: ["sh", "-c", "mkdir /www; echo ok > /www/ready; httpd -p 8080 -h /www; sleep 6; rm /www/ready; sleep 6; echo ok > /www/ready; sleep 3600"]
+            ports: [{containerPort: 8080}]
+            readinessProbe:
+              httpGet: {path: /ready, port: 8080}
+              periodSeconds: 1
+              failureThreshold: 1
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata:
+          name: flappy
+        spec:
+          type: NodePort
+          selector: {app: flappy}
+          ports: [{port: 80, targetPort: 8080, nodePort: 30090}]
+        """))
+
+    def ready_addrs():
+        return [a["ip"] for s in cluster.kjson("get", "endpoints", "flappy").get("subsets") or [] for a in s.get("addresses") or []]
+    cluster.wait_for("in service", lambda: ready_addrs() and cluster.wget("http://172.30.0.11:30090/ready"), timeout=30)
+    cluster.wait_for("out of service", lambda: not ready_addrs(), timeout=20)
+    assert cluster.wget("http://172.30.0.11:30090/ready") is None  # rejected: no ready endpoints
+    cluster.wait_for("back in service", lambda: ready_addrs() and cluster.wget("http://172.30.0.11:30090/ready"),
+                     timeout=20)
+
+
+def test_force_delete_stops_the_pod_at_once(cluster):
+    cluster.kubectl("apply", "-f", "-", input=textwrap.dedent("""\
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: stubborn}
+        spec:
+          terminationGracePeriodSeconds: 300
+          containers: [{name: c, image: busybox, command: ["sh", "-c", "trap '' TERM; sleep 3600"]}]
+        """))
+    cluster.wait_for("running", lambda: cluster.kjson("get", "pod", "stubborn")["status"].get("phase") == "Running")
+    uid = cluster.kjson("get", "pod", "stubborn")["metadata"]["uid"]
+    r = cluster.kubectl("delete", "pod", "stubborn", "--force", "--grace-period=0")
+    assert "force deleted" in r.stdout + r.stderr
+    netns = "nkp-" + uid.replace("-", "")[:12]
+    import subprocess
+    cluster.wait_for("pod network gone", lambda: netns not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                                                             text=True).stdout, timeout=20)
