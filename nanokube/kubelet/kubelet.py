@@ -36,6 +36,7 @@ from . import nodestatus, podspec, prober, probes, status as podstatus, volumes
 log = logging.getLogger("nanokube.kubelet")
 Obj = dict[str, Any]
 BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET = 10.0, 300.0, 600.0
+VOLUME_RESYNC = 60.0
 
 
 def _now() -> str:
@@ -70,6 +71,8 @@ class PodTrack:
     start_time: str | None = None
     terminating: asyncio.Task | None = None
     volumes: dict[str, str] = field(default_factory=dict)
+    volumes_at: float | None = None
+    net: Any = None
 
 
 class Kubelet:
@@ -200,14 +203,19 @@ class Kubelet:
             return
         if track.start_time is None:
             track.start_time = (pod.get("status") or {}).get("startTime") or _now()
-        net = self.network.get_pod(uid) or await asyncio.to_thread(self.network.setup_pod, uid)
+        if track.net is None:
+            track.net = self.network.get_pod(uid) or await asyncio.to_thread(self.network.setup_pod, uid)
+        net = track.net
         track.pod_ip = net.ip
         deadline = pod["spec"].get("activeDeadlineSeconds")
         if deadline is not None and _seconds_since(track.start_time) > deadline:
             await self._deadline_exceeded(pod, track)
             return
         try:
-            track.volumes = await self._volumes(pod)
+            # Volumes are set up once, then refreshed now and then (configMap/secret updates).
+            if track.volumes_at is None or time.monotonic() - track.volumes_at > VOLUME_RESYNC:
+                track.volumes = await self._volumes(pod)
+                track.volumes_at = time.monotonic()
         except volumes.VolumeError as e:
             await emit(self.client, pod, reason="FailedMount", type="Warning", component="kubelet",
                        host=self.node_name, message=f"MountVolume.SetUp failed: {e}")
@@ -338,6 +346,7 @@ class Kubelet:
         self._stop_probes(t)
         t.probe, t.probe_cid, t.killing = prober.new_state(c), cid, False
         key, name, uid = key_of(pod), c["name"], pod["metadata"]["uid"]
+        pid_box: list[int | None] = []
 
         def target() -> probes.Target | None:
             cur = self.pods.get(key)
@@ -345,9 +354,10 @@ class Kubelet:
             ct = track.containers.get(name) if track else None
             if cur is None or ct is None or ct.probe_cid != cid or cur["metadata"].get("deletionTimestamp"):
                 return None
-            pid_file = self.runtime.dir(cid) / "pid"
-            pid = int(pid_file.read_text().split()[0]) if pid_file.exists() else None
-            return probes.Target(cur, c, track.pod_ip or "", pid)
+            if not pid_box:  # the container's pid never changes: read it once
+                pid_file = self.runtime.dir(cid) / "pid"
+                pid_box.append(int(pid_file.read_text().split()[0]) if pid_file.exists() else None)
+            return probes.Target(cur, c, track.pod_ip or "", pid_box[0])
 
         async def event(kind: str, msg: str) -> None:
             await emit(self.client, pod, reason="Unhealthy", type="Warning", component="kubelet", host=self.node_name,

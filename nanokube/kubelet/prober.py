@@ -8,7 +8,9 @@ Results land in a ``ProbeState`` the pod worker reads, and ``on_change`` asks fo
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -16,6 +18,16 @@ from . import probes
 
 log = logging.getLogger("nanokube.prober")
 Obj = dict[str, Any]
+# How late each probe started against its schedule (seconds), for /metrics.
+JITTER: collections.deque[float] = collections.deque(maxlen=10000)
+PROBES_RUN = collections.Counter()
+
+
+def jitter_quantiles() -> dict[float, float]:
+    xs = sorted(JITTER)
+    if not xs:
+        return {}
+    return {q: xs[min(len(xs) - 1, int(q * len(xs)))] for q in (0.5, 0.9, 0.99)}
 
 
 @dataclass
@@ -42,13 +54,18 @@ async def worker(kind: str, probe: Obj, state: ProbeState, target: Callable[[], 
     failure_needed = max(1, int(probe.get("failureThreshold", 3)))
     await asyncio.sleep(int(probe.get("initialDelaySeconds", 0)))
     ok_run = fail_run = 0
+    # Probes run on a fixed schedule (start + k*period), so a slow probe does not drift the rest.
+    due = time.monotonic()
     while True:
         if kind != "startup" and not state.started:
             await asyncio.sleep(0.2)
+            due = time.monotonic()
             continue
         t = target()
         if t is None:
             return
+        JITTER.append(max(0.0, time.monotonic() - due))
+        PROBES_RUN[kind] += 1
         try:
             ok, msg = await probes.run(probe, t)
         except Exception as e:  # noqa: BLE001 - a broken probe is a failed probe
@@ -78,4 +95,8 @@ async def worker(kind: str, probe: Obj, state: ProbeState, target: Callable[[], 
             state.failed_liveness = f"Container {t.container['name']} failed liveness probe, will be restarted"
             on_change()
             return
-        await asyncio.sleep(period)
+        due += period
+        now = time.monotonic()
+        if due < now:  # fell behind (a probe longer than its period): skip to the next slot
+            due = now + period - ((now - due) % period)
+        await asyncio.sleep(due - now)

@@ -39,14 +39,27 @@ class KubeletServer:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
         app.router.add_get("/healthz", lambda r: web.Response(text="ok"))
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self.logs)
         return app
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        if request.path != "/healthz" and self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+        if request.path not in ("/healthz", "/metrics") and self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
             return _status(401, "Unauthorized", "Unauthorized")
         return await handler(request)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        from . import prober
+        lines = ["# TYPE nanokube_probe_start_jitter_seconds summary"]
+        for q, v in prober.jitter_quantiles().items():
+            lines.append(f'nanokube_probe_start_jitter_seconds{{quantile="{q}"}} {v:.6f}')
+        lines.append("# TYPE prober_probe_total counter")
+        for kind, n in sorted(prober.PROBES_RUN.items()):
+            lines.append(f'prober_probe_total{{probe_type="{kind}"}} {n}')
+        lines.append("# TYPE kubelet_running_pods gauge")
+        lines.append(f"kubelet_running_pods {len(self.kubelet.tracks)}")
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         ns, name, cname = request.match_info["ns"], request.match_info["pod"], request.match_info["container"]

@@ -41,16 +41,26 @@ def normalize(ref: str) -> str:
 class ImageStore:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._cache: dict[str, tuple[float, Image]] = {}
 
     def resolve(self, ref: str) -> Image | None:
         name = normalize(ref)
         d = self.root / name
+        try:
+            stamp = (d / "config.json").stat().st_mtime
+        except OSError:
+            return None
+        hit = self._cache.get(name)
+        if hit and hit[0] == stamp:  # rebuilt images get a new config.json, so a new stamp
+            return hit[1]
         if not (d / "rootfs").is_dir():
             return None
-        raw = json.loads((d / "config.json").read_text()) if (d / "config.json").exists() else {}
+        raw = json.loads((d / "config.json").read_text())
         cfg = ImageConfig(entrypoint=raw.get("entrypoint") or [], cmd=raw.get("cmd") or [], env=raw.get("env") or [],
                           working_dir=raw.get("workingDir") or "/")
-        return Image(name, d / "rootfs", cfg, id=raw.get("id", f"nanokube.local/{name}"))
+        img = Image(name, d / "rootfs", cfg, id=raw.get("id", f"nanokube.local/{name}"))
+        self._cache[name] = (stamp, img)
+        return img
 
     def list(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if (p / "rootfs").is_dir()) if self.root.exists() else []
