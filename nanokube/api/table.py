@@ -59,14 +59,19 @@ def _col(name: str, typ: str = "string", *, priority: int = 0, fmt: str = "", de
 def _pod(p: Obj, now: dt.datetime) -> list[Any]:
     spec, st = p.get("spec") or {}, p.get("status") or {}
     statuses = st.get("containerStatuses") or []
-    total = len(spec.get("containers") or [])
-    ready = sum(1 for c in statuses if c.get("ready"))
+    sidecar_names = {c["name"] for c in spec.get("initContainers") or [] if c.get("restartPolicy") == "Always"}
+    # Sidecars (restartable init containers) count in READY, as upstream prints it.
+    total = len(spec.get("containers") or []) + len(sidecar_names)
+    ready = sum(1 for c in statuses if c.get("ready")) + sum(
+        1 for c in st.get("initContainerStatuses") or [] if c.get("name") in sidecar_names and c.get("ready"))
     restarts = sum(c.get("restartCount", 0) for c in statuses)
     last_restart = None
     reason = st.get("reason") or st.get("phase") or "Unknown"
     for i, c in enumerate(st.get("initContainerStatuses") or []):
         state = c.get("state") or {}
         if "terminated" in state and state["terminated"].get("exitCode") == 0:
+            continue
+        if c.get("name") in sidecar_names and "running" in state and c.get("started"):
             continue
         if "terminated" in state:
             reason = "Init:" + (state["terminated"].get("reason") or f"Signal:{state['terminated'].get('signal')}")

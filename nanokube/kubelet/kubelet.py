@@ -228,9 +228,14 @@ class Kubelet:
                 init_views.append(podstatus.ContainerView(name=c["name"], image=c.get("image", ""),
                                                           state={"waiting": {"reason": "PodInitializing"}}))
                 continue
-            v = await self._sync_container(pod, track, c, net, init=True)
+            sidecar = c.get("restartPolicy") == "Always"
+            # A sidecar (restartPolicy Always) keeps running beside the app: the next init
+            # container starts once it has started; it restarts like an app container.
+            v = await self._sync_container(pod, track, c, net, init=not sidecar,
+                                           policy="Always" if sidecar else None)
+            v.sidecar = sidecar
             init_views.append(v)
-            initialized = (v.state.get("terminated") or {}).get("exitCode") == 0
+            initialized = podstatus.init_done(v)
         views = []
         for c in pod["spec"].get("containers") or []:
             if initialized:
@@ -272,10 +277,10 @@ class Kubelet:
         await self._write_status(pod, p["status"])
 
     async def _sync_container(self, pod: Obj, track: PodTrack, c: Obj, net: Any, *,
-                              init: bool = False) -> podstatus.ContainerView:
+                              init: bool = False, policy: str | None = None) -> podstatus.ContainerView:
         name = c["name"]
         t = track.containers.setdefault(name, ContainerTrack())
-        policy = pod["spec"].get("restartPolicy", "Always")
+        policy = policy or pod["spec"].get("restartPolicy", "Always")
         view = podstatus.ContainerView(name=name, image=c.get("image", ""))
         img = self.runtime.images.resolve(c.get("image", ""))
         if img is not None:

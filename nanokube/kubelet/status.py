@@ -24,6 +24,7 @@ class ContainerView:
     will_restart: bool = True  # a terminated container the policy will restart
     ready: bool | None = None   # None: running means ready (no readiness probe)
     started: bool | None = None
+    sidecar: bool = False       # an init container with restartPolicy Always
 
 
 def _ready(v: ContainerView) -> bool:
@@ -63,7 +64,10 @@ def _cond(old: dict[str, Obj], typ: str, status: str, now: str, reason: str | No
     return c
 
 
-def _init_done(v: ContainerView) -> bool:
+def init_done(v: ContainerView) -> bool:
+    """An init container lets the next one start: exited 0, or a sidecar that has started."""
+    if v.sidecar:
+        return _running(v) and v.started is not False
     return (v.state.get("terminated") or {}).get("exitCode") == 0
 
 
@@ -72,14 +76,15 @@ def compute(pod: Obj, views: list[ContainerView], *, pod_ip: str | None, host_ip
     old = pod.get("status") or {}
     old_conds = {c["type"]: c for c in old.get("conditions") or []}
     init_views = init_views or []
-    initialized = all(_init_done(v) for v in init_views)
-    if any("terminated" in v.state and not _init_done(v) and not v.will_restart for v in init_views):
+    initialized = all(init_done(v) for v in init_views)
+    if any("terminated" in v.state and not v.sidecar and not init_done(v) and not v.will_restart for v in init_views):
         ph = "Failed"
     elif not initialized:
         ph = "Pending"
     else:
         ph = phase(views, pod["spec"].get("restartPolicy", "Always"))
-    ready = bool(views) and all(_ready(v) for v in views) and ph == "Running"
+    ready = (bool(views) and all(_ready(v) for v in views) and ph == "Running"
+             and all(_ready(v) for v in init_views if v.sidecar))
     not_ready_reason = None if ready else ("PodCompleted" if ph in ("Succeeded", "Failed") else "ContainersNotReady")
     conds = [
         _cond(old_conds, "PodReadyToStartContainers", "True" if pod_ip else "False", now),
@@ -95,7 +100,7 @@ def compute(pod: Obj, views: list[ContainerView], *, pod_ip: str | None, host_ip
             c["message"] = f"containers with unready status: [{' '.join(names)}]"
     if not initialized:
         conds[1]["message"] = ("containers with incomplete status: ["
-                               + " ".join(v.name for v in init_views if not _init_done(v)) + "]")
+                               + " ".join(v.name for v in init_views if not init_done(v)) + "]")
 
     def container_status(v: ContainerView) -> Obj:
         started = _running(v) and (v.started if v.started is not None else True)
@@ -113,7 +118,7 @@ def compute(pod: Obj, views: list[ContainerView], *, pod_ip: str | None, host_ip
     if init_views:
         status["initContainerStatuses"] = [container_status(v) for v in init_views]
         for s_, v in zip(status["initContainerStatuses"], init_views):
-            s_["ready"] = _init_done(v)
+            s_["ready"] = _ready(v) if v.sidecar else init_done(v)
     if pod_ip:
         status["podIP"] = pod_ip
         status["podIPs"] = [{"ip": pod_ip}]

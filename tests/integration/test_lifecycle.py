@@ -156,3 +156,32 @@ def test_active_deadline(cluster):
     cluster.wait_for("DeadlineExceeded", lambda: status(cluster, "deadline").get("reason") == "DeadlineExceeded",
                      timeout=30)
     assert status(cluster, "deadline")["phase"] == "Failed"
+
+
+def test_sidecar_init_container_keeps_running(cluster):
+    apply(cluster, """\
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: sidecar}
+        spec:
+          volumes: [{name: shared, emptyDir: {}}]
+          initContainers:
+          - {name: logger, image: busybox, restartPolicy: Always,
+             command: ["sh", "-c", "while true; do date >> /work/side; sleep 1; done"],
+             volumeMounts: [{name: shared, mountPath: /work}]}
+          containers:
+          - {name: app, image: busybox, command: ["sh", "-c", "sleep 2; wc -l < /work/side; sleep 3600"],
+             volumeMounts: [{name: shared, mountPath: /work}]}
+        """)
+    def both_running():
+        st = status(cluster, "sidecar")
+        init = (st.get("initContainerStatuses") or [{}])[0]
+        app = (st.get("containerStatuses") or [{}])[0]
+        return "running" in init.get("state", {}) and "running" in app.get("state", {}) and st.get("phase") == "Running"
+    cluster.wait_for("sidecar and app running", both_running, timeout=60)
+    cluster.wait_for("app saw the sidecar's output",
+                     lambda: cluster.kubectl("logs", "sidecar", "-c", "app").stdout.strip().isdigit(), timeout=20)
+    assert int(cluster.kubectl("logs", "sidecar", "-c", "app").stdout) >= 1
+    row = cluster.kubectl("get", "pod", "sidecar").stdout.splitlines()[1].split()
+    assert row[1:3] == ["2/2", "Running"], row
+    cluster.kubectl("delete", "pod", "sidecar", "--wait=false")
