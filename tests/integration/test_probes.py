@@ -2,6 +2,7 @@
 endpoint) only when its readiness probe passes; a failing liveness probe restarts it."""
 from __future__ import annotations
 
+import re
 import textwrap
 import time
 
@@ -84,6 +85,13 @@ def test_liveness_failure_restarts_container(cluster):
         return st[0].get("restartCount", 0) >= 1 and st[0].get("lastState", {}).get("terminated")
     term = cluster.wait_for("a liveness restart", restarted, timeout=60)
     assert term["exitCode"] in (137, 143)
+    # Healthy for 2 s, then failureThreshold (2) x periodSeconds (1): killed ~4 s after start (±1 period).
+    import datetime as dt
+    ran = (dt.datetime.fromisoformat(term["finishedAt"].replace("Z", "+00:00"))
+           - dt.datetime.fromisoformat(term["startedAt"].replace("Z", "+00:00"))).total_seconds()
+    assert 2 <= ran <= 6, ran
+    described = cluster.kubectl("describe", "pod", "sick").stdout
+    assert re.search(r"Restart Count:\s+[1-9]", described) and "Liveness probe failed" in described, described
     events = cluster.kjson("get", "events", "--field-selector", "involvedObject.name=sick")["items"]
     reasons = {e["reason"]: e["message"] for e in events}
     assert reasons.get("Killing") == "Container app failed liveness probe, will be restarted"
@@ -175,3 +183,56 @@ def test_force_delete_stops_the_pod_at_once(cluster):
     import subprocess
     cluster.wait_for("pod network gone", lambda: netns not in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                                                              text=True).stdout, timeout=20)
+
+
+GRPC_SERVER = """
+import signal, sys
+from concurrent import futures
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+h = health.HealthServicer()
+h.set("", health_pb2.HealthCheckResponse.SERVING)
+health_pb2_grpc.add_HealthServicer_to_server(h, server)
+server.add_insecure_port("0.0.0.0:9555")
+server.start()
+print("up", flush=True)
+signal.signal(signal.SIGUSR1, lambda *a: h.set("", health_pb2.HealthCheckResponse.NOT_SERVING))
+server.wait_for_termination()
+"""
+
+
+def test_grpc_readiness_probe(cluster):
+    import signal
+    import subprocess
+    import sys
+    cluster.kubectl("apply", "-f", "-", input=textwrap.dedent("""\
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: grpcpod}
+        spec:
+          containers:
+          - name: c
+            image: busybox
+            command: ["sleep", "3600"]
+            readinessProbe:
+              grpc: {port: 9555}
+              periodSeconds: 1
+              failureThreshold: 1
+        """))
+    pod = cluster.wait_for("running", lambda: (lambda p: p if p["status"].get("phase") == "Running" else None)(
+        cluster.kjson("get", "pod", "grpcpod")))
+    assert pod["status"]["containerStatuses"][0]["ready"] is False  # nothing serves health yet
+    # The gRPC health server runs in the pod's own network namespace (made by the cluster).
+    ns = "nkp-" + pod["metadata"]["uid"].replace("-", "")[:12]
+    srv = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", GRPC_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "up"
+        ready = lambda: cluster.kjson("get", "pod", "grpcpod")["status"]["containerStatuses"][0]["ready"]  # noqa: E731
+        cluster.wait_for("ready via grpc", ready, timeout=20)
+        srv.send_signal(signal.SIGUSR1)
+        cluster.wait_for("not ready via grpc", lambda: not ready(), timeout=20)
+    finally:
+        srv.kill()
+        srv.wait()
+    cluster.kubectl("delete", "pod", "grpcpod", "--wait=false")

@@ -1,4 +1,4 @@
-"""Container probes, one handler kind per module (exec.py, http.py, tcp.py), all with the
+"""Container probes, one handler kind per module (exec.py, http.py, tcp.py, grpc.py), all with the
 same shape: ``async run(probe, target) -> (success, message)``. HTTP and TCP probes connect
 from the node to the pod's IP, as upstream's kubelet does; exec runs inside the container."""
 from __future__ import annotations
@@ -27,7 +27,7 @@ def resolve_port(port: Any, container: Obj) -> int:
 
 
 async def run(probe: Obj, target: Target) -> tuple[bool, str]:
-    from . import exec as exec_, http, tcp
+    from . import exec as exec_, grpc, http, tcp
     timeout = float(probe.get("timeoutSeconds", 1))
     if "httpGet" in probe:
         return await http.run(probe["httpGet"], target, timeout=timeout)
@@ -35,4 +35,6 @@ async def run(probe: Obj, target: Target) -> tuple[bool, str]:
         return await tcp.run(probe["tcpSocket"], target, timeout=timeout)
     if "exec" in probe:
         return await exec_.run(probe["exec"], target, timeout=timeout)
-    return False, "probe has no handler (exec, httpGet or tcpSocket)"
+    if "grpc" in probe:
+        return await grpc.run(probe["grpc"], target, timeout=timeout)
+    return False, "probe has no handler (exec, httpGet, tcpSocket or grpc)"
