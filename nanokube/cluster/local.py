@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nanokube.cluster import netplan
+from nanokube.host.process import alive
 
 API_PORT = 6443
 
@@ -101,20 +102,7 @@ def _wait_ready(cdir: Path, info: dict[str, Any], timeout: float, progress: Call
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child (the foreground `up`)
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
+    return alive(pid, reap=True)  # reap our own children (the foreground `up`)
 
 
 def _stop_processes(cdir: Path, *, grace: float = 10.0) -> None:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nanokube.host.cgroups import CgroupDriver, kill_all
+from nanokube.host.process import alive
 from .images import Image, ImageStore
 
 SHIM = Path(__file__).with_name("shim.py")
@@ -69,18 +70,6 @@ class ContainerStatus:
 
 def _rfc3339(nano: str | None) -> str | None:
     return nano[:19] + "Z" if nano else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        # A zombie child of ours counts as gone.
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 class Runtime:
@@ -165,11 +154,11 @@ class Runtime:
             reason = "OOMKilled" if ex.get("oomKilled") else ("Completed" if code == 0 else "Error")
             return ContainerStatus(id, "exited", pid, code, _rfc3339(started), _rfc3339(ex["finishedAt"]), reason,
                                    ex.get("signal"))
-        if _alive(pid):
+        if alive(pid):
             return ContainerStatus(id, "running", pid, None, _rfc3339(started))
         # The container is gone but its shim recorded nothing (the shim was killed): unknown end.
         shim_pid = int((d / "shim.pid").read_text()) if (d / "shim.pid").exists() else 0
-        if shim_pid and _alive(shim_pid):
+        if shim_pid and alive(shim_pid):
             return ContainerStatus(id, "running", pid, None, _rfc3339(started))
         return ContainerStatus(id, "exited", pid, 255, _rfc3339(started), _rfc3339(started), "Error")
 
@@ -208,7 +197,7 @@ class Runtime:
             await self.stop(id, grace_seconds=0)
         shim_pid = int((d / "shim.pid").read_text()) if (d / "shim.pid").exists() else 0
         deadline = time.monotonic() + 5
-        while shim_pid and _alive(shim_pid) and time.monotonic() < deadline:
+        while shim_pid and alive(shim_pid) and time.monotonic() < deadline:
             self._reap(id)
             await asyncio.sleep(0.02)
         meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}

@@ -123,3 +123,11 @@ def start_cluster(tmp_path_factory, nodes: int = 3) -> Cluster:
 def stop_cluster(c: Cluster) -> subprocess.CompletedProcess:
     return subprocess.run(NANOKUBE + ["down", "--cluster", c.name, "--state-dir", str(c.state_dir)],
                           capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def one_node_cluster(tmp_path_factory):
+    """A 1-node cluster for one test module, taken down after it."""
+    c = start_cluster(tmp_path_factory, nodes=1)
+    yield c
+    stop_cluster(c)

@@ -8,16 +8,12 @@ import time
 
 import pytest
 
-from .conftest import start_cluster, stop_cluster
-
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = start_cluster(tmp_path_factory, nodes=1)
-    yield c
-    stop_cluster(c)
+def cluster(one_node_cluster):
+    return one_node_cluster
 
 
 def apply(c, text):

@@ -26,6 +26,12 @@ def resolve_port(port: Any, container: Obj) -> int:
     raise ValueError(f"port {port!r} not found in the container's ports")
 
 
+def address(h: Obj, t: Target) -> tuple[str, int]:
+    """The (host, port) an httpGet or tcpSocket handler connects to; ValueError if the
+    named port does not exist."""
+    return h.get("host") or t.pod_ip, resolve_port(h.get("port"), t.container)
+
+
 async def run(probe: Obj, target: Target) -> tuple[bool, str]:
     from . import exec as exec_, grpc, http, tcp
     timeout = float(probe.get("timeoutSeconds", 1))

@@ -10,7 +10,7 @@ import asyncio
 import socket
 import ssl
 
-from . import Obj, Target, resolve_port
+from . import Obj, Target, address
 
 _TLS = ssl.create_default_context()
 _TLS.check_hostname = False
@@ -19,10 +19,9 @@ _TLS.verify_mode = ssl.CERT_NONE  # upstream's prober does not verify certificat
 
 async def run(h: Obj, t: Target, *, timeout: float) -> tuple[bool, str]:
     try:
-        port = resolve_port(h.get("port"), t.container)
+        host, port = address(h, t)
     except ValueError as e:
         return False, str(e)
-    host = h.get("host") or t.pod_ip
     scheme = (h.get("scheme") or "HTTP").lower()
     path = h.get("path") or "/"
     if not path.startswith("/"):

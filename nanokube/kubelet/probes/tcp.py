@@ -4,15 +4,14 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from . import Obj, Target, resolve_port
+from . import Obj, Target, address
 
 
 async def run(h: Obj, t: Target, *, timeout: float) -> tuple[bool, str]:
     try:
-        port = resolve_port(h.get("port"), t.container)
+        host, port = address(h, t)
     except ValueError as e:
         return False, str(e)
-    host = h.get("host") or t.pod_ip
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setblocking(False)
