@@ -39,15 +39,22 @@ class KubeletServer:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
         app.router.add_get("/healthz", lambda r: web.Response(text="ok"))
+        app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self.logs)
         return app
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        if request.path not in ("/healthz", "/metrics") and self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+        if request.path not in ("/healthz", "/readyz", "/metrics") and self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
             return _status(401, "Unauthorized", "Unauthorized")
         return await handler(request)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Ready once the node is registered and its pod network is up."""
+        if self.kubelet.ready.is_set():
+            return web.Response(text="ok")
+        return web.Response(text="node network not set up yet", status=503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         from . import prober
