@@ -56,7 +56,7 @@ def _add(r: Resource) -> None:
 
 _add(Resource("namespaces", "Namespace", "", "v1", False, ("ns",), ("status", "finalize")))
 _add(Resource("nodes", "Node", "", "v1", False, ("no",), ("status",)))
-_add(Resource("pods", "Pod", "", "v1", True, ("po",), ("status", "binding", "log", "eviction"), categories=("all",)))
+_add(Resource("pods", "Pod", "", "v1", True, ("po",), ("status", "binding", "log", "exec", "eviction"), categories=("all",)))
 _add(Resource("services", "Service", "", "v1", True, ("svc",), ("status",), categories=("all",)))
 _add(Resource("endpoints", "Endpoints", "", "v1", True, ("ep",)))
 _add(Resource("configmaps", "ConfigMap", "", "v1", True, ("cm",)))

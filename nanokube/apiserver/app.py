@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import yaml
 from aiohttp import web
+from multidict import MultiDict
 
 from nanokube.api import openapi, table
 from nanokube.api.errors import ApiError, bad_request
@@ -198,6 +199,8 @@ class ApiServer:
                     kind, verbs = "Eviction", ["create"]
                 elif sub == "log":
                     kind, verbs = "Pod", ["get"]
+                elif sub == "exec":
+                    kind, verbs = "PodExecOptions", ["create", "get"]
                 elif sub == "finalize":
                     verbs = ["update"]
                 out.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
@@ -269,6 +272,8 @@ class ApiServer:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if sub == "log" and plural == "pods" and m == "GET":
             return await self.pod_log(request, ns or "default", name)
+        if sub == "exec" and plural == "pods" and m in ("GET", "POST"):
+            return await self.pod_exec(request, ns or "default", name)
         if sub == "binding" and plural == "pods" and m == "POST":
             body = await self._body(request) or {}
             return web.json_response(await reg.bind(name, body, namespace=ns or "default"), status=201)
@@ -390,12 +395,12 @@ class ApiServer:
             pass
         return resp
 
-    # -- pod logs: proxied to the kubelet of the pod's node ---------------------------------
-    async def pod_log(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
-        pod = self.registry.get("pods", name, namespace=ns)
+    # -- pod logs and exec: proxied to the kubelet of the pod's node -----------------------
+    def _kubelet(self, pod: dict[str, Any], container: str | None) -> tuple[str, str]:
+        """The container a log/exec request means, and the kubelet URL base of its node."""
+        name = pod["metadata"]["name"]
         containers = [c["name"] for c in pod["spec"].get("containers", [])]
         inits = [c["name"] for c in pod["spec"].get("initContainers") or []]
-        container = request.query.get("container")
         if not container:
             if len(containers) != 1:
                 raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
@@ -411,13 +416,57 @@ class ApiServer:
         port = ((node.get("status") or {}).get("daemonEndpoints") or {}).get("kubeletEndpoint", {}).get("Port", self.kubelet_port)
         if not ip:
             raise ApiError(500, "InternalError", f"node {node_name} has no InternalIP")
-        params = {k: v for k, v in request.query.items() if k in ("follow", "tailLines", "timestamps", "previous", "sinceSeconds", "sinceTime", "limitBytes")}
-        url = f"http://{ip}:{port}/containerLogs/{ns}/{name}/{container}"
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5))
-        headers = {"Authorization": f"Bearer {self.kubelet_token}"} if self.kubelet_token else {}
+        return container, f"http://{ip}:{port}"
+
+    def _kubelet_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.kubelet_token}"} if self.kubelet_token else {}
+
+    async def pod_exec(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
+        """``kubectl exec``: relay the WebSocket channel stream to the node's kubelet, frame by frame."""
+        pod = self.registry.get("pods", name, namespace=ns)
+        container, base = self._kubelet(pod, request.query.get("container"))
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise bad_request("Upgrade request required")
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        params = MultiDict((k, v) for k, v in request.query.items() if k in ("command", "stdin", "stdout", "stderr", "tty"))
+        url = f"{base.replace('http://', 'ws://')}/exec/{ns}/{name}/{container}"
         try:
-            async with self._session.get(url, params=params, headers=headers) as up:
+            up = await self._session.ws_connect(url, params=params, protocols=offered, headers=self._kubelet_headers(),
+                                                max_msg_size=0, autoping=True)
+        except aiohttp.WSServerHandshakeError as e:
+            raise ApiError(e.status if e.status >= 400 else 500, "BadRequest" if e.status == 400 else "InternalError",
+                           f"unable to upgrade connection: {e.message}") from None
+        except aiohttp.ClientError as e:
+            raise ApiError(500, "InternalError", f"error dialing backend: {e}") from None
+        ws = web.WebSocketResponse(protocols=(up.protocol,) if up.protocol else (), max_msg_size=0, autoping=True)
+        try:
+            await ws.prepare(request)
+
+            async def relay(src: Any, dst: Any) -> None:
+                async for msg in src:
+                    if msg.type == aiohttp.WSMsgType.BINARY:
+                        await dst.send_bytes(msg.data)
+                    elif msg.type == aiohttp.WSMsgType.TEXT:
+                        await dst.send_str(msg.data)
+            tasks = [asyncio.create_task(relay(up, ws)), asyncio.create_task(relay(ws, up))]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await up.close()
+            await ws.close()
+        return ws
+
+    async def pod_log(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
+        pod = self.registry.get("pods", name, namespace=ns)
+        container, base = self._kubelet(pod, request.query.get("container"))
+        params = {k: v for k, v in request.query.items() if k in ("follow", "tailLines", "timestamps", "previous", "sinceSeconds", "sinceTime", "limitBytes")}
+        url = f"{base}/containerLogs/{ns}/{name}/{container}"
+        try:
+            async with self._session.get(url, params=params, headers=self._kubelet_headers()) as up:
                 if up.status != 200:
                     text = await up.text()
                     try:

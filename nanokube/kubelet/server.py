@@ -1,5 +1,6 @@
-"""The kubelet's HTTP endpoint (port 10250): container logs for ``kubectl logs``, proxied
-by the apiserver, plus /healthz. Requests must carry the kubelet bearer token.
+"""The kubelet's HTTP endpoint (port 10250): container logs for ``kubectl logs`` and the
+exec stream for ``kubectl exec`` (see streaming.py), both proxied by the apiserver, plus
+/healthz. Requests must carry the kubelet bearer token.
 
 Logs are read from the CRI-format file the shim writes; ``follow`` keeps streaming until
 the container has exited and its log is drained.
@@ -14,12 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
+from . import streaming
 from .podspec import container_id
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
     return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
-                              "reason": reason, "message": message}, status=code)
+                              "reason": reason, "message": message}, status=code,
+                             reason=message.replace("\r", " ").replace("\n", " "))  # a failed exec upgrade only sees this
 
 
 def format_line(line: str, *, timestamps: bool) -> tuple[str, str] | None:
@@ -42,6 +45,7 @@ class KubeletServer:
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self.logs)
+        app.router.add_get("/exec/{ns}/{pod}/{container}", self.exec)
         return app
 
     @web.middleware
@@ -67,6 +71,28 @@ class KubeletServer:
         lines.append("# TYPE kubelet_running_pods gauge")
         lines.append(f"kubelet_running_pods {len(self.kubelet.tracks)}")
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def exec(self, request: web.Request) -> web.StreamResponse:
+        ns, name, cname = request.match_info["ns"], request.match_info["pod"], request.match_info["container"]
+        q = request.query
+        command = q.getall("command", [])
+        if not command:
+            return _status(400, "BadRequest", "you must specify at least 1 command")
+        if not streaming.negotiate(request):
+            return _status(400, "BadRequest", "exec needs a WebSocket upgrade with one of the subprotocols "
+                                              + ", ".join(streaming.PROTOCOLS))
+        pod = self.kubelet.pods.get(f"{ns}/{name}")
+        track = self.kubelet.tracks.get(pod["metadata"]["uid"]) if pod else None
+        t = track.containers.get(cname) if track else None
+        if t is None or t.attempt < 0:
+            return _status(404, "NotFound", f'container not found ("{cname}")')
+        cid = container_id(pod["metadata"]["uid"], cname, t.attempt)
+        st = await self.kubelet.runtime.status(cid)
+        if st.state != "running":
+            return _status(400, "BadRequest", f'container "{cname}" in pod "{name}" is not running')
+        flag = lambda k: q.get(k) in ("true", "1")  # noqa: E731
+        return await streaming.serve_exec(request, self.kubelet.runtime.exec_argv(cid, command), command,
+                                          stdin=flag("stdin"), tty=flag("tty"), root=f"/proc/{st.pid}/root")
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         ns, name, cname = request.match_info["ns"], request.match_info["pod"], request.match_info["container"]

@@ -206,6 +206,10 @@ class Runtime:
             self.cgroups.remove(meta["cgroup"])
         shutil.rmtree(d, ignore_errors=True)
 
+    def exec_argv(self, id: str, command: list[str]) -> list[str]:
+        """The command line that runs ``command`` inside running container ``id`` (shim --exec)."""
+        return [sys.executable, "-S", str(SHIM), "--exec", str(self.dir(id)), "--", *command]
+
     def list(self) -> list[str]:
         return sorted(p.name for p in self.state_dir.iterdir() if (p / "config.json").exists())
 

@@ -8,6 +8,10 @@ joins the pod's network namespace, unshares a pid namespace and forks the contai
 execs. The shim writes ``pid`` and ``started``, copies stdout/stderr into the log in CRI
 format, and when the container exits writes ``exit.json`` — so a restarted kubelet can find
 running containers and learn how finished ones ended.
+
+``shim.py --exec <container-dir> -- CMD...`` is ``kubectl exec``'s way in: it joins the
+container's cgroup and namespaces, takes its root, environment and working directory, drops
+the same capabilities, and runs CMD there, exiting with CMD's status.
 """
 import ctypes
 import json
@@ -98,10 +102,7 @@ def container_init(cfg, out_w, err_w, go_r):
             check(libc.sethostname(cfg["hostname"].encode(), len(cfg["hostname"].encode())), "sethostname")
         setup_root(cfg, cfg["dir"] + "/rootfs")
         os.chdir(cfg.get("cwd") or "/")
-        for cap in range(LAST_CAP + 1):
-            if cap not in DEFAULT_CAPS:
-                libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
-        check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        drop_privileges()
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out_w, 1)
@@ -116,7 +117,72 @@ def container_init(cfg, out_w, err_w, go_r):
         os._exit(126 if isinstance(e, PermissionError) else 128)
 
 
+def drop_privileges():
+    for cap in range(LAST_CAP + 1):
+        if cap not in DEFAULT_CAPS:
+            libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+
+def exec_in(d, argv):
+    """Run ``argv`` inside the running container of ``d``; return its exit status."""
+    import fcntl  # imported here, before chroot takes the host's modules out of reach
+    import termios
+    with open(f"{d}/config.json") as f:
+        cfg = json.load(f)
+    with open(f"{d}/pid") as f:
+        pid = int(f.read().split()[0])
+    for procs in cfg.get("cgroup_procs", []):
+        try:
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+        except OSError:
+            pass  # the exec still runs; only its accounting is off
+    try:
+        root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
+        nss = [(os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY), flag) for ns, flag in
+               (("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS), ("net", CLONE_NEWNET), ("pid", CLONE_NEWPID),
+                ("mnt", CLONE_NEWNS))]
+    except OSError:
+        sys.stderr.write("container is not running\n")
+        return 126
+    for fd, flag in nss:
+        check(libc.setns(fd, flag), "setns")
+        os.close(fd)
+    os.fchdir(root)
+    os.chroot(".")
+    child = os.fork()  # the pid namespace applies to children only
+    if child == 0:
+        try:
+            if os.isatty(0):
+                os.setsid()
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            try:
+                os.chdir(cfg.get("cwd") or "/")
+            except OSError:
+                os.chdir("/")
+            drop_privileges()
+            os.execvpe(argv[0], argv, dict(cfg["env"]))
+        except FileNotFoundError:
+            os.write(2, f'exec: "{argv[0]}": executable file not found in $PATH\n'.encode())
+            os._exit(127)
+        except BaseException as e:  # noqa: BLE001 - never return into the parent's code
+            os.write(2, f"exec {argv[0]}: {e}\n".encode())
+            os._exit(126)
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(s, lambda sig, _f: os.kill(child, sig))
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
 def main():
+    if sys.argv[1] == "--exec":
+        sys.exit(exec_in(sys.argv[2], sys.argv[4:]))
     d = sys.argv[1]
     with open(f"{d}/config.json") as f:
         cfg = json.load(f)
