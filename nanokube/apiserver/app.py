@@ -19,7 +19,7 @@ import yaml
 from aiohttp import web
 from multidict import MultiDict
 
-from nanokube.api import openapi, table
+from nanokube.api import openapi, protobuf, table
 from nanokube.api.errors import ApiError, bad_request
 from nanokube.api.resources import RESOURCES, Resource
 from .registry import Registry
@@ -239,6 +239,8 @@ class ApiServer:
             return None
         ctype = request.content_type
         try:
+            if ctype == protobuf.CONTENT_TYPE:
+                return protobuf.decode(raw)
             if "yaml" in ctype:
                 return yaml.safe_load(raw)
             return json.loads(raw)
