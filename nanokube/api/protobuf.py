@@ -32,7 +32,7 @@ MAGIC = b"k8s\x00"
 CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
 TABLE_PATH = Path(__file__).with_name("proto_fields.json.gz")
 
-REPEATED, KEEP_ZERO, INLINE = 1, 2, 4
+REPEATED, KEEP_ZERO, INLINE, OMIT_ZERO = 1, 2, 4, 8
 MAX_DEPTH = 64
 
 _META = "k8s.io.apimachinery.pkg.apis.meta.v1."
@@ -340,6 +340,9 @@ def message(name: str, buf: bytes, *, depth: int = 0) -> Any:
                 if not flags & KEEP_ZERO and t not in tbl["messages"] and t not in SPECIAL \
                         and any(v is z or (type(v) is type(z) and v == z) for z in _ZERO):
                     out.pop(jname, None)
+                    continue
+                if flags & OMIT_ZERO and (v is None or v == {} or any(type(v) is type(z) and v == z for z in _ZERO)):
+                    out.pop(jname, None)  # json `omitzero`: a zero struct (e.g. Time) is dropped too
                     continue
                 out[jname] = v
         except ValueError as e:

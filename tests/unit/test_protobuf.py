@@ -82,8 +82,8 @@ def test_deployment_keeps_pointer_zero_replicas_and_drops_omitempty_zeros():
                                                                 labels={"app": "web"})) + bf(2, spec) + bf(3, b""))
     got = decode(body)
     assert got["apiVersion"] == "apps/v1" and got["kind"] == "Deployment"
-    assert got["metadata"] == {"name": "web", "namespace": "default", "creationTimestamp": None,
-                               "labels": {"app": "web"}}
+    # creationTimestamp is `json:",omitempty,omitzero"`: kubectl's JSON drops the zero Time (no null)
+    assert got["metadata"] == {"name": "web", "namespace": "default", "labels": {"app": "web"}}
     s = got["spec"]
     assert s["replicas"] == 0                      # *int32: an explicit 0 is kept
     assert "minReadySeconds" not in s and "paused" not in s   # non-pointer omitempty zeros are dropped
