@@ -1,10 +1,17 @@
-"""``kubectl exec`` and ``kubectl cp`` against a real cluster: the command runs inside the
-container (its pid namespace, root, environment, cgroup and capabilities), output streams
-come back separated, stdin reaches it, a tty works, and the exit code comes back to kubectl."""
+"""``kubectl exec``, ``cp`` and ``port-forward`` against a real cluster.
+
+exec: the command runs inside the container (its pid namespace, root, environment, cgroup and
+capabilities), output streams come back separated, stdin reaches it, a tty works, and the
+exit code comes back to kubectl. port-forward: bytes reach a server that listens only on the
+pod's loopback, several connections at once, intact; an unreachable port gives upstream's error.
+kubectl port-forward runs in the cluster's host-side namespace, and so does the client."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import textwrap
+import time
 
 import pytest
 
@@ -21,7 +28,7 @@ POD = textwrap.dedent("""
         env: [{name: GREETING, value: hello}]
       - name: side
         image: busybox
-        command: [sleep, "3600"]
+        command: [sh, -c, 'mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www']
 """)
 
 
@@ -93,3 +100,49 @@ def test_python_client_exec(cluster):
     import sys
     r = cluster.host(sys.executable, "-c", script, timeout=60)
     assert r.stdout == "py hello\n", r.stderr
+
+
+class PortForward:
+    """``kubectl port-forward`` in the background (its own process group, ended by id)."""
+
+    def __init__(self, cluster, *args: str):
+        self.log = cluster.state_dir / f"pf-{time.monotonic_ns()}.log"
+        self.out = open(self.log, "w")
+        self.proc = subprocess.Popen(cluster._base("kubectl") + ["--", "port-forward", *args], stdout=self.out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        cluster.wait_for("port-forward to listen", lambda: "Forwarding from 127.0.0.1" in self.log.read_text(), timeout=30)
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+        self.out.close()
+
+
+def test_port_forward(cluster):
+    pf = PortForward(cluster, "pod/ex", "18080:8080")
+    try:
+        assert cluster.wget("http://127.0.0.1:18080/") == "hello-from-pod\n"
+        cluster.kubectl("exec", "ex", "-c", "side", "--", "sh", "-c", "head -c 2000000 /dev/urandom > /www/big")
+        want = cluster.kubectl("exec", "ex", "-c", "side", "--", "md5sum", "/www/big").stdout.split()[0]
+        r = cluster.host("sh", "-c", "for i in 1 2 3; do (busybox timeout 20 busybox wget -qO- "
+                         "http://127.0.0.1:18080/big | md5sum) & done; wait", timeout=60)
+        assert [l.split()[0] for l in r.stdout.splitlines()] == [want] * 3, r.stdout + r.stderr
+        assert pf.text().count("Handling connection for 18080") >= 4
+    finally:
+        pf.stop()
+
+
+def test_port_forward_unreachable_port(cluster):
+    pf = PortForward(cluster, "pod/ex", "18081:9999")
+    try:
+        assert cluster.wget("http://127.0.0.1:18081/") is None
+        cluster.wait_for("the forwarding error", lambda: "error forwarding port 9999" in pf.text(), timeout=20)
+        assert "connection refused" in pf.text()
+    finally:
+        pf.stop()
