@@ -94,6 +94,73 @@ def _deployment(o: Obj) -> None:
     o.setdefault("status", {})
 
 
+def _job_spec(s: Obj) -> None:
+    """SetDefaults_Job's spec part (also used for a CronJob's jobTemplate by the cronjob controller)."""
+    # Neither set: a non-parallel Job. Only parallelism set: a work queue (completions stays unset).
+    if s.get("completions") is None and s.get("parallelism") is None:
+        s["completions"] = 1
+    s.setdefault("parallelism", 1)
+    s.setdefault("backoffLimit", 2147483647 if s.get("backoffLimitPerIndex") is not None else 6)
+    s.setdefault("completionMode", "NonIndexed")
+    s.setdefault("suspend", False)
+    s.setdefault("manualSelector", False)
+    s.setdefault("podReplacementPolicy", "Failed" if s.get("podFailurePolicy") else "TerminatingOrFailed")
+    _template(s.setdefault("template", {}))
+
+
+JOB_NAME_LABELS = ("job-name", "batch.kubernetes.io/job-name")
+CONTROLLER_UID_LABELS = ("controller-uid", "batch.kubernetes.io/controller-uid")
+
+
+def _job(o: Obj) -> None:
+    s = o.setdefault("spec", {})
+    _job_spec(s)
+    md = o.setdefault("metadata", {})
+    tmd = s["template"]["metadata"]
+    # generateSelector (job strategy): the uid label makes the selector unique to this Job.
+    uid = md.get("uid")
+    if not s.get("manualSelector") and uid:
+        labels = tmd.setdefault("labels", {})
+        for k in JOB_NAME_LABELS:
+            labels.setdefault(k, md.get("name", ""))
+        for k in CONTROLLER_UID_LABELS:
+            labels.setdefault(k, uid)
+        sel = s.get("selector") or {}
+        s["selector"] = sel
+        sel.setdefault("matchLabels", {}).setdefault("batch.kubernetes.io/controller-uid", uid)
+    # Upstream defaults again on every read from storage, so a Job ends up with these labels too.
+    if tmd.get("labels") and not md.get("labels"):
+        md["labels"] = dict(tmd["labels"])
+    o.setdefault("status", {})
+
+
+def _cronjob(o: Obj) -> None:
+    s = o.setdefault("spec", {})
+    s.setdefault("concurrencyPolicy", "Allow")
+    s.setdefault("suspend", False)
+    s.setdefault("successfulJobsHistoryLimit", 3)
+    s.setdefault("failedJobsHistoryLimit", 1)
+    jt = s.setdefault("jobTemplate", {})
+    jt.setdefault("metadata", {})
+    _template(jt.setdefault("spec", {}).setdefault("template", {}))
+    o.setdefault("status", {})
+
+
+def _daemonset(o: Obj) -> None:
+    s = o.setdefault("spec", {})
+    us = s.setdefault("updateStrategy", {})
+    us.setdefault("type", "RollingUpdate")
+    if us["type"] == "RollingUpdate":
+        ru = us.setdefault("rollingUpdate", {})
+        ru.setdefault("maxUnavailable", 1)
+        ru.setdefault("maxSurge", 0)
+    s.setdefault("revisionHistoryLimit", 10)
+    _template(s.setdefault("template", {}))
+    st = o.setdefault("status", {})
+    for k in ("currentNumberScheduled", "desiredNumberScheduled", "numberMisscheduled", "numberReady"):
+        st.setdefault(k, 0)
+
+
 def _replicaset(o: Obj) -> None:
     s = o.setdefault("spec", {})
     s.setdefault("replicas", 1)
@@ -131,6 +198,9 @@ _BY_RESOURCE: dict[str, Callable[[Obj], None]] = {
     "pods": _pod,
     "deployments": _deployment,
     "replicasets": _replicaset,
+    "jobs": _job,
+    "cronjobs": _cronjob,
+    "daemonsets": _daemonset,
     "services": _service,
     "namespaces": _namespace,
     "secrets": _secret,

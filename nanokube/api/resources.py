@@ -56,16 +56,32 @@ def _add(r: Resource) -> None:
 
 _add(Resource("namespaces", "Namespace", "", "v1", False, ("ns",), ("status", "finalize")))
 _add(Resource("nodes", "Node", "", "v1", False, ("no",), ("status",)))
-_add(Resource("pods", "Pod", "", "v1", True, ("po",), ("status", "binding", "log", "exec", "eviction"), categories=("all",)))
+_add(Resource("pods", "Pod", "", "v1", True, ("po",), ("status", "binding", "log", "exec", "portforward", "eviction"), categories=("all",)))
 _add(Resource("services", "Service", "", "v1", True, ("svc",), ("status",), categories=("all",)))
 _add(Resource("endpoints", "Endpoints", "", "v1", True, ("ep",)))
 _add(Resource("configmaps", "ConfigMap", "", "v1", True, ("cm",)))
 _add(Resource("secrets", "Secret", "", "v1", True))
 _add(Resource("events", "Event", "", "v1", True, ("ev",)))
-_add(Resource("serviceaccounts", "ServiceAccount", "", "v1", True, ("sa",)))
+_add(Resource("serviceaccounts", "ServiceAccount", "", "v1", True, ("sa",), ("token",)))
 _add(Resource("deployments", "Deployment", "apps", "v1", True, ("deploy",), ("status", "scale"), categories=("all",)))
 _add(Resource("replicasets", "ReplicaSet", "apps", "v1", True, ("rs",), ("status", "scale"), categories=("all",)))
 _add(Resource("leases", "Lease", "coordination.k8s.io", "v1", True))
+_add(Resource("daemonsets", "DaemonSet", "apps", "v1", True, ("ds",), ("status",), categories=("all",)))
+_add(Resource("jobs", "Job", "batch", "v1", True, (), ("status",), categories=("all",)))
+_add(Resource("cronjobs", "CronJob", "batch", "v1", True, ("cj",), ("status",), categories=("all",)))
+
+_add(Resource("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", "v1", False))
+_add(Resource("clusterrolebindings", "ClusterRoleBinding", "rbac.authorization.k8s.io", "v1", False))
+_add(Resource("roles", "Role", "rbac.authorization.k8s.io", "v1", True))
+_add(Resource("rolebindings", "RoleBinding", "rbac.authorization.k8s.io", "v1", True))
+# Reviews are answered, never stored (see apiserver/reviews.py).
+_CREATE = ("create",)
+_add(Resource("selfsubjectaccessreviews", "SelfSubjectAccessReview", "authorization.k8s.io", "v1", False, verbs=_CREATE))
+_add(Resource("selfsubjectrulesreviews", "SelfSubjectRulesReview", "authorization.k8s.io", "v1", False, verbs=_CREATE))
+_add(Resource("subjectaccessreviews", "SubjectAccessReview", "authorization.k8s.io", "v1", False, verbs=_CREATE))
+_add(Resource("localsubjectaccessreviews", "LocalSubjectAccessReview", "authorization.k8s.io", "v1", True, verbs=_CREATE))
+_add(Resource("selfsubjectreviews", "SelfSubjectReview", "authentication.k8s.io", "v1", False, verbs=_CREATE))
+_add(Resource("tokenreviews", "TokenReview", "authentication.k8s.io", "v1", False, verbs=_CREATE))
 
 BY_KIND: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in RESOURCES.values()}
 

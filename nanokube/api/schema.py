@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -29,7 +30,17 @@ META_TYPES = {"ObjectMeta", "ListMeta", "LabelSelector", "LabelSelectorRequireme
 KINDS = [("core", "v1", k) for k in ("Namespace", "Node", "Pod", "Service", "Endpoints", "ConfigMap", "Secret",
                                       "Event", "ServiceAccount", "Binding")] + \
         [("apps", "v1", "Deployment"), ("apps", "v1", "ReplicaSet"), ("autoscaling", "v1", "Scale"),
-         ("coordination", "v1", "Lease")]
+         ("coordination", "v1", "Lease"), ("apps", "v1", "DaemonSet"), ("batch", "v1", "Job"),
+         ("batch", "v1", "CronJob")] + \
+        [("rbac", "v1", k) for k in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")] + \
+        [("authorization", "v1", k) for k in ("SelfSubjectAccessReview", "SelfSubjectRulesReview",
+                                              "SubjectAccessReview", "LocalSubjectAccessReview")] + \
+        [("authentication", "v1", k) for k in ("SelfSubjectReview", "TokenReview", "TokenRequest")]
+# The short group names above, as the API names them.
+FULL_GROUP = {"core": "", "coordination": "coordination.k8s.io", "rbac": "rbac.authorization.k8s.io",
+              "authorization": "authorization.k8s.io", "authentication": "authentication.k8s.io"}
+# Model classes of the `kubernetes` client whose names are not "V1" + kind.
+CLASS_NAMES = {"Event": "CoreV1Event", "TokenRequest": "AuthenticationV1TokenRequest"}
 
 # (field name, context) → (merge key, strategy); context is the top kind when it matters.
 _MERGE: dict[str, tuple[str | None, str]] = {
@@ -71,7 +82,7 @@ def _generate() -> dict[str, Any]:
     defs: dict[str, Any] = {}
 
     def defname(cls_name: str, group: str) -> str:
-        short = cls_name[2:] if cls_name.startswith("V1") else cls_name[6:] if cls_name.startswith("CoreV1") else cls_name
+        short = re.sub(r"^[A-Z][a-z]*V1(?=[A-Z])|^V1(?=[A-Z])", "", cls_name)  # V1Pod, CoreV1Event, AuthenticationV1TokenRequest
         if short in META_TYPES:
             return META + short
         return f"io.k8s.api.{group}.v1.{short}"
@@ -130,16 +141,15 @@ def _generate() -> dict[str, Any]:
         return name
 
     for group, version, kind in KINDS:
-        cls_name = "CoreV1Event" if kind == "Event" else "V1" + kind
+        cls_name = CLASS_NAMES.get(kind, "V1" + kind)
         name = visit(cls_name, group)
         defs[name]["x-kubernetes-group-version-kind"] = [
-            {"group": "" if group == "core" else (group if group != "coordination" else "coordination.k8s.io"),
-             "version": version, "kind": kind}]
+            {"group": FULL_GROUP.get(group, group), "version": version, "kind": kind}]
         visit(cls_name + "List", group) if hasattr(models, cls_name + "List") else None
     for extra in ("V1Status", "V1DeleteOptions"):
         visit(extra, "core")
     return {"definitions": defs,
-            "kinds": {f"{g}/{k}": names["CoreV1Event" if k == "Event" else "V1" + k] for g, _, k in KINDS}}
+            "kinds": {f"{g}/{k}": names[CLASS_NAMES.get(k, "V1" + k)] for g, _, k in KINDS}}
 
 
 def load_schemas(cache_dir: Path) -> dict[str, Any]:

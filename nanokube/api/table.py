@@ -204,6 +204,60 @@ def _replicaset(r: Obj, now: dt.datetime) -> list[Any]:
             age(r, now), names, images, _label_selector_s(spec.get("selector"))]
 
 
+def _cond_true(st: Obj, typ: str) -> bool:
+    return any(c.get("type") == typ and c.get("status") == "True" for c in st.get("conditions") or [])
+
+
+def _job(j: Obj, now: dt.datetime) -> list[Any]:
+    spec, st = j.get("spec") or {}, j.get("status") or {}
+    succeeded = st.get("succeeded", 0)
+    if spec.get("completions") is not None:
+        completions = f"{succeeded}/{spec['completions']}"
+    elif (spec.get("parallelism") or 0) > 1:
+        completions = f"{succeeded}/1 of {spec['parallelism']}"
+    else:
+        completions = f"{succeeded}/1"
+    start, end = _ts(st.get("startTime")), _ts(st.get("completionTime"))
+    duration = "" if start is None else human_duration(((end or now) - start).total_seconds())
+    if _cond_true(st, "Complete"):
+        status = "Complete"
+    elif _cond_true(st, "Failed"):
+        status = "Failed"
+    elif (j.get("metadata") or {}).get("deletionTimestamp"):
+        status = "Terminating"
+    elif _cond_true(st, "Suspended"):
+        status = "Suspended"
+    elif _cond_true(st, "FailureTarget"):
+        status = "FailureTarget"
+    elif _cond_true(st, "SuccessCriteriaMet"):
+        status = "SuccessCriteriaMet"
+    else:
+        status = "Running"
+    names, images = _containers(spec)
+    return [j["metadata"]["name"], status, completions, duration, age(j, now), names, images,
+            _label_selector_s(spec.get("selector"))]
+
+
+def _cronjob(c: Obj, now: dt.datetime) -> list[Any]:
+    spec, st = c.get("spec") or {}, c.get("status") or {}
+    jspec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    names, images = _containers(jspec)
+    last = age(c, now, st["lastScheduleTime"]) if st.get("lastScheduleTime") else "<none>"
+    suspend = spec.get("suspend")
+    return [c["metadata"]["name"], spec.get("schedule", ""), spec.get("timeZone") or "<none>",
+            "<unset>" if suspend is None else ("True" if suspend else "False"), len(st.get("active") or []), last,
+            age(c, now), names, images, _label_selector_s(jspec.get("selector"))]
+
+
+def _daemonset(d: Obj, now: dt.datetime) -> list[Any]:
+    spec, st = d.get("spec") or {}, d.get("status") or {}
+    names, images = _containers(spec)
+    return [d["metadata"]["name"], st.get("desiredNumberScheduled", 0), st.get("currentNumberScheduled", 0),
+            st.get("numberReady", 0), st.get("updatedNumberScheduled", 0), st.get("numberAvailable", 0),
+            _selector_s(((spec.get("template") or {}).get("spec") or {}).get("nodeSelector")), age(d, now),
+            names, images, _label_selector_s(spec.get("selector"))]
+
+
 def _event(e: Obj, now: dt.datetime) -> list[Any]:
     io = e.get("involvedObject") or {}
     last = e.get("lastTimestamp") or e.get("eventTime") or (e.get("metadata") or {}).get("creationTimestamp")
@@ -211,7 +265,22 @@ def _event(e: Obj, now: dt.datetime) -> list[Any]:
             f"{(io.get('kind') or '').lower()}/{io.get('name', '')}", e.get("message", "").strip()]
 
 
+def _binding(b: Obj, now: dt.datetime) -> list[Any]:
+    subs = b.get("subjects") or []
+    pick = lambda kind: ", ".join((f"{s.get('namespace', '')}/{s.get('name', '')}" if kind == "ServiceAccount"  # noqa: E731
+                                   else s.get("name", "")) for s in subs if s.get("kind") == kind)
+    ref = b.get("roleRef") or {}
+    return [b["metadata"]["name"], f"{ref.get('kind', '')}/{ref.get('name', '')}", age(b, now), pick("User"),
+            pick("Group"), pick("ServiceAccount")]
+
+
+ROLE_COLS = ([_col("Name", fmt="name"), _col("Created At", "date")],
+             lambda o, now: [o["metadata"]["name"], o["metadata"].get("creationTimestamp") or ""])
+BINDING_COLS = ([_col("Name", fmt="name"), _col("Role"), _col("Age"), _col("Users", priority=1),
+                 _col("Groups", priority=1), _col("ServiceAccounts", priority=1)], _binding)
+
 SIMPLE: dict[str, tuple[list[Obj], Callable[[Obj, dt.datetime], list[Any]]]] = {
+    "roles": ROLE_COLS, "clusterroles": ROLE_COLS, "rolebindings": BINDING_COLS, "clusterrolebindings": BINDING_COLS,
     "pods": (POD_COLS, _pod),
     "nodes": (NODE_COLS, _node),
     "services": (SERVICE_COLS, _service),
@@ -222,6 +291,15 @@ SIMPLE: dict[str, tuple[list[Obj], Callable[[Obj, dt.datetime], list[Any]]]] = {
     "replicasets": ([_col("Name", fmt="name"), _col("Desired", "integer"), _col("Current", "integer"),
                      _col("Ready", "integer"), _col("Age"), _col("Containers", priority=1),
                      _col("Images", priority=1), _col("Selector", priority=1)], _replicaset),
+    "jobs": ([_col("Name", fmt="name"), _col("Status"), _col("Completions"), _col("Duration"), _col("Age"),
+              _col("Containers", priority=1), _col("Images", priority=1), _col("Selector", priority=1)], _job),
+    "cronjobs": ([_col("Name", fmt="name"), _col("Schedule"), _col("Timezone"), _col("Suspend", "boolean"),
+                  _col("Active", "integer"), _col("Last Schedule"), _col("Age"), _col("Containers", priority=1),
+                  _col("Images", priority=1), _col("Selector", priority=1)], _cronjob),
+    "daemonsets": ([_col("Name", fmt="name"), _col("Desired", "integer"), _col("Current", "integer"),
+                    _col("Ready", "integer"), _col("Up-to-date", "integer"), _col("Available", "integer"),
+                    _col("Node Selector"), _col("Age"), _col("Containers", priority=1), _col("Images", priority=1),
+                    _col("Selector", priority=1)], _daemonset),
     "namespaces": ([_col("Name", fmt="name"), _col("Status"), _col("Age")],
                    lambda o, now: [o["metadata"]["name"], (o.get("status") or {}).get("phase", ""), age(o, now)]),
     "configmaps": ([_col("Name", fmt="name"), _col("Data", "integer"), _col("Age")],

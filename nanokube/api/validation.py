@@ -62,8 +62,19 @@ NAME_RULES: dict[str, tuple[re.Pattern[str], str, int]] = {
 }
 
 
+# RBAC objects only need to be a valid path segment (ValidatePathSegmentName upstream).
+PATH_SEGMENT_NAMES = {"roles", "clusterroles", "rolebindings", "clusterrolebindings"}
+
+
 def check_name(causes: Causes, resource: str, name: str | None, *, field: str = "metadata.name") -> None:
     if not name:
+        return
+    if resource in PATH_SEGMENT_NAMES:
+        if name in (".", ".."):
+            invalid(causes, field, name, f"may not be '{name}'")
+        for bad in ("/", "%"):
+            if bad in name:
+                invalid(causes, field, name, f"may not contain '{bad}'")
         return
     rx, msg, maxlen = NAME_RULES.get(resource, (DNS1123_SUBDOMAIN, SUBDOMAIN_MSG, 253))
     if len(name) > maxlen:
@@ -191,6 +202,96 @@ def _replicaset(causes: Causes, o: Obj) -> None:
     _selector_matches_template(causes, o, required_selector=True)
 
 
+def _daemonset(causes: Causes, o: Obj) -> None:
+    _selector_matches_template(causes, o, required_selector=True)
+    us = ((o.get("spec") or {}).get("updateStrategy") or {})
+    if us.get("type") not in (None, "RollingUpdate", "OnDelete"):
+        not_supported(causes, "spec.updateStrategy.type", us.get("type"), ["OnDelete", "RollingUpdate"])
+    ru = us.get("rollingUpdate") or {}
+    for f in ("maxUnavailable", "maxSurge"):
+        v = ru.get(f)
+        if isinstance(v, int) and v < 0:
+            invalid(causes, f"spec.updateStrategy.rollingUpdate.{f}", v, "must be greater than or equal to 0")
+    if ru.get("maxUnavailable") in (0, "0%") and ru.get("maxSurge") in (None, 0, "0%"):
+        invalid(causes, "spec.updateStrategy.rollingUpdate.maxUnavailable", ru.get("maxUnavailable"),
+                "may not be 0 when `maxSurge` is 0")
+
+
+def _non_negative(causes: Causes, spec: Obj, path: str, *fields: str) -> None:
+    for f in fields:
+        v = spec.get(f)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            invalid(causes, f"{path}.{f}", v, "must be greater than or equal to 0")
+
+
+def check_job_spec(causes: Causes, spec: Obj, path: str, *, generated_selector: bool = True) -> None:
+    """ValidateJobSpec: counts, completion mode, selector vs template, restartPolicy."""
+    _non_negative(causes, spec, path, "parallelism", "completions", "backoffLimit", "ttlSecondsAfterFinished")
+    ads = spec.get("activeDeadlineSeconds")
+    if ads is not None and (not isinstance(ads, int) or ads <= 0):
+        invalid(causes, f"{path}.activeDeadlineSeconds", ads, "must be greater than 0")
+    mode = spec.get("completionMode")
+    if mode not in (None, "NonIndexed", "Indexed"):
+        not_supported(causes, f"{path}.completionMode", mode, ["NonIndexed", "Indexed"])
+    if mode == "Indexed" and spec.get("completions") is None:
+        required(causes, f"{path}.completions")  # upstream: "when completion mode is Indexed"
+    tmpl = spec.get("template") or {}
+    tmpl_labels = (tmpl.get("metadata") or {}).get("labels") or {}
+    check_labels(causes, tmpl_labels, f"{path}.template.metadata.labels")
+    if generated_selector:
+        sel = spec.get("selector")
+        if not sel:
+            required(causes, f"{path}.selector")
+        elif any(tmpl_labels.get(k) != v for k, v in (sel.get("matchLabels") or {}).items()):
+            invalid(causes, f"{path}.template.metadata.labels", tmpl_labels,
+                    "`selector` does not match template `labels`")
+    tspec = tmpl.get("spec") or {}
+    check_pod_spec(causes, tspec, f"{path}.template.spec")
+    rp = tspec.get("restartPolicy")
+    if rp not in ("OnFailure", "Never"):
+        not_supported(causes, f"{path}.template.spec.restartPolicy", rp, ["OnFailure", "Never"])
+
+
+def _job(causes: Causes, o: Obj) -> None:
+    check_job_spec(causes, o.get("spec") or {}, "spec")
+
+
+CONCURRENCY_POLICIES = ["Allow", "Forbid", "Replace"]
+
+
+def _cronjob(causes: Causes, o: Obj) -> None:
+    from nanokube.api.cron import CronError, parse
+    spec = o.get("spec") or {}
+    name = (o.get("metadata") or {}).get("name") or ""
+    if len(name) > 52:
+        invalid(causes, "metadata.name", name, "must be no more than 52 characters")
+    sched = spec.get("schedule")
+    if not sched:
+        required(causes, "spec.schedule")
+    else:
+        try:
+            parse(sched)
+        except CronError as e:
+            invalid(causes, "spec.schedule", sched, str(e))
+        if "TZ=" in sched:
+            invalid(causes, "spec.schedule", sched, "cannot use TZ or CRON_TZ in schedule, use timeZone field instead")
+    tz = spec.get("timeZone")
+    if tz is not None:
+        import zoneinfo
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            invalid(causes, "spec.timeZone", tz, "unknown time zone " + tz)
+    cp = spec.get("concurrencyPolicy")
+    if cp is not None and cp not in CONCURRENCY_POLICIES:
+        not_supported(causes, "spec.concurrencyPolicy", cp, CONCURRENCY_POLICIES)
+    _non_negative(causes, spec, "spec", "startingDeadlineSeconds", "successfulJobsHistoryLimit",
+                  "failedJobsHistoryLimit")
+    jt = spec.get("jobTemplate") or {}
+    check_labels(causes, (jt.get("metadata") or {}).get("labels"), "spec.jobTemplate.metadata.labels")
+    check_job_spec(causes, jt.get("spec") or {}, "spec.jobTemplate.spec", generated_selector=False)
+
+
 SERVICE_TYPES = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]
 
 
@@ -236,6 +337,9 @@ _BY_RESOURCE: dict[str, Callable[[Causes, Obj], None]] = {
     "pods": _pod,
     "deployments": _deployment,
     "replicasets": _replicaset,
+    "daemonsets": _daemonset,
+    "jobs": _job,
+    "cronjobs": _cronjob,
     "services": _service,
     "configmaps": _configmap,
     "secrets": _configmap,

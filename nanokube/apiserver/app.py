@@ -22,6 +22,9 @@ from multidict import MultiDict
 from nanokube.api import openapi, protobuf, table
 from nanokube.api.errors import ApiError, bad_request
 from nanokube.api.resources import RESOURCES, Resource
+from . import metrics as metrics_api
+from . import authn, rbac, reviews
+from .authn import Authenticator, TokenSigner, UserInfo
 from .registry import Registry
 
 log = logging.getLogger("nanokube.apiserver")
@@ -37,7 +40,10 @@ PATCH_TYPES = {
     "application/strategic-merge-patch+json": "strategic",
     "application/apply-patch+yaml": "apply",
 }
-PUBLIC_PATHS = {"/healthz", "/livez", "/readyz", "/version", "/metrics"}
+PUBLIC_PATHS = {"/healthz", "/livez", "/readyz"}  # the only paths anonymous requests may see
+ADMIN = UserInfo("system:admin", "", ("system:masters", "system:authenticated"))
+NODE = UserInfo("system:node:nanokube", "", ("system:nodes", "system:authenticated"))
+USER = web.RequestKey("user", UserInfo)
 
 
 @dataclass
@@ -93,15 +99,19 @@ def _bool(v: str | None) -> bool:
 
 class ApiServer:
     def __init__(self, registry: Registry, *, token: str, kubelet_token: str | None = None,
-                 kubelet_port: int = 10250, extra_tokens: dict[str, str] | None = None):
+                 kubelet_port: int = 10250, extra_tokens: dict[str, UserInfo] | None = None,
+                 signer: TokenSigner | None = None):
         self.registry = registry
-        self.tokens = {token: "admin", **(extra_tokens or {})}
+        self.signer = signer
+        self.authn = Authenticator({token: ADMIN, **(extra_tokens or {})}, signer, self._lookup)
+        self.rbac = rbac.Rbac(registry.store)
         self.kubelet_token = kubelet_token
         self.kubelet_port = kubelet_port
         self.requests = 0
         self.started = time.time()
         self._openapi_cache: dict[str, tuple[str, bytes]] = {}
         self._session: aiohttp.ClientSession | None = None
+        self.metrics_api = metrics_api.MetricsApi(registry, kubelet_token=kubelet_token, kubelet_port=kubelet_port)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=8 * 1024 * 1024)
@@ -110,18 +120,56 @@ class ApiServer:
         return app
 
     async def _cleanup(self, app: web.Application) -> None:
+        self.rbac.close()
         if self._session:
             await self._session.close()
+        await self.metrics_api.close()
+
+    def _lookup(self, plural: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+        try:
+            return self.registry.get(plural, name, namespace=namespace)
+        except (ApiError, KeyError):
+            return None
+
+    def _user(self, request: web.Request) -> UserInfo:
+        """Authenticate (401 if not), then apply Impersonate-* headers the user may use."""
+        auth = request.headers.get("Authorization", "")
+        user = self.authn.authenticate(auth[7:].strip() if auth[:7].lower() == "bearer " else None)
+        if user is None:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        name, groups, uid, extra = reviews.impersonate(request.headers)
+        if name is None:
+            if groups or uid or extra:
+                raise ApiError(500, "InternalError", "Internal error occurred: requested "
+                               f"{groups or uid or extra} without impersonating a user")
+            return user
+        sa = authn.parse_service_account(name)
+        checks = [rbac.Attributes("impersonate", True, sa[0], "", "v1", "serviceaccounts", "", sa[1]) if sa else
+                  rbac.Attributes("impersonate", True, "", "", "v1", "users", "", name)]
+        checks += [rbac.Attributes("impersonate", True, "", "", "v1", "groups", "", g) for g in groups]
+        if uid:
+            checks.append(rbac.Attributes("impersonate", True, "", "authentication.k8s.io", "v1", "uids", "", uid))
+        for k, vs in extra.items():
+            checks += [rbac.Attributes("impersonate", True, "", "authentication.k8s.io", "v1", f"userextras/{k}", "", v) for v in vs]
+        for a in checks:
+            if not self.rbac.authorize(user, a)[0]:
+                raise ApiError(403, "Forbidden", rbac.describe_forbidden(user, a),
+                               details={"name": a.name, "kind": a.resource, "group": a.api_group})
+        return reviews.impersonated_user(name, groups, uid, extra)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler):
         self.requests += 1
-        if request.path not in PUBLIC_PATHS:
-            auth = request.headers.get("Authorization", "")
-            tok = auth[7:] if auth.startswith("Bearer ") else None
-            if tok not in self.tokens:
-                return status_response(ApiError(401, "Unauthorized", "Unauthorized"))
         try:
+            if request.path not in PUBLIC_PATHS:
+                self.rbac.start()
+                user = request[USER] = self._user(request)
+                a = rbac.attributes(request.method, request.path, request.query)
+                ok, _ = self.rbac.authorize(user, a)
+                if not ok:
+                    log.info("forbidden: %s %s %s", user.name, request.method, request.path_qs)
+                    raise ApiError(403, "Forbidden", rbac.describe_forbidden(user, a),
+                                   details={"name": a.name, "kind": a.resource, "group": a.api_group} if a.resource_request else None)
             return await handler(request)
         except ApiError as e:
             return status_response(e)
@@ -155,6 +203,8 @@ class ApiServer:
                 if g["name"] == parts[1]:
                     return web.json_response({"kind": "APIGroup", "apiVersion": "v1", **g})
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if parts[:3] == ["apis", metrics_api.GROUP, metrics_api.VERSION] and len(parts) > 3:
+            return await self.metrics_api.serve(request, parts[3:])
         if parts[:1] == ["apis"] and len(parts) == 3:
             return web.json_response(self.resource_list(f"{parts[1]}/{parts[2]}"))
         if parts[:1] == ["api"] and len(parts) > 2:
@@ -172,9 +222,12 @@ class ApiServer:
             g, v = gv.split("/")
             ver = {"groupVersion": gv, "version": v}
             gs.append({"name": g, "versions": [ver], "preferredVersion": ver})
+        gs.append(metrics_api.group_entry())  # served from the kubelets, not stored: not in RESOURCES
         return {"kind": "APIGroupList", "apiVersion": "v1", "groups": gs}
 
     def resource_list(self, gv: str) -> dict[str, Any]:
+        if gv == metrics_api.GROUP_VERSION:
+            return metrics_api.resource_list()
         rs = groups().get(gv)
         if rs is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -201,6 +254,13 @@ class ApiServer:
                     kind, verbs = "Pod", ["get"]
                 elif sub == "exec":
                     kind, verbs = "PodExecOptions", ["create", "get"]
+                elif sub == "portforward":
+                    kind, verbs = "PodPortForwardOptions", ["create", "get"]
+                elif sub == "token":
+                    kind, verbs = "TokenRequest", ["create"]
+                    out.append({"name": f"{r.plural}/token", "singularName": "", "namespaced": r.namespaced,
+                                "group": "authentication.k8s.io", "version": "v1", "kind": kind, "verbs": verbs})
+                    continue
                 elif sub == "finalize":
                     verbs = ["update"]
                 out.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
@@ -252,6 +312,17 @@ class ApiServer:
         m = request.method
         reg = self.registry
         plural, ns, name, sub = t.resource.plural, t.namespace, t.name, t.subresource
+        if t.resource.verbs == ("create",):  # reviews: answered, never stored
+            if m != "POST" or name is not None:
+                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+            return web.json_response(reviews.review(plural, await self._body(request), user=request[USER], rbac=self.rbac,
+                                                    authn=self.authn, namespace=ns), status=201)
+        if plural == "serviceaccounts" and sub == "token" and m == "POST":
+            if self.signer is None:
+                raise ApiError(503, "ServiceUnavailable", "this apiserver issues no ServiceAccount tokens")
+            sa = reg.get("serviceaccounts", name, namespace=ns)
+            return web.json_response(reviews.token_request(await self._body(request) or {}, sa=sa, signer=self.signer,
+                                                           lookup=self._lookup), status=201)
         dry_run = q.get("dryRun") == "All"
         fv = q.get("fieldValidation", "Ignore") if q.get("fieldValidation") else "Ignore"
         if name is None:
@@ -276,6 +347,8 @@ class ApiServer:
             return await self.pod_log(request, ns or "default", name)
         if sub == "exec" and plural == "pods" and m in ("GET", "POST"):
             return await self.pod_exec(request, ns or "default", name)
+        if sub == "portforward" and plural == "pods" and m in ("GET", "POST"):
+            return await self.pod_portforward(request, ns or "default", name)
         if sub == "binding" and plural == "pods" and m == "POST":
             body = await self._body(request) or {}
             return web.json_response(await reg.bind(name, body, namespace=ns or "default"), status=201)
@@ -410,9 +483,14 @@ class ApiServer:
             container = containers[0]
         elif container not in containers + inits:
             raise bad_request(f"container {container} is not valid for pod {name}")
+        if not pod["spec"].get("nodeName"):
+            raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating')
+        return container, self._kubelet_base(pod)
+
+    def _kubelet_base(self, pod: dict[str, Any]) -> str:
         node_name = pod["spec"].get("nodeName")
         if not node_name:
-            raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating')
+            raise bad_request(f"pod {pod['metadata']['name']} does not have a host assigned")
         node = self.registry.get("nodes", node_name)
         ip = next((a["address"] for a in (node.get("status") or {}).get("addresses", []) if a["type"] == "InternalIP"), None)
         port = ((node.get("status") or {}).get("daemonEndpoints") or {}).get("kubeletEndpoint", {}).get("Port", self.kubelet_port)
@@ -420,23 +498,35 @@ class ApiServer:
             raise ApiError(500, "InternalError", f"node {node_name} has no InternalIP")
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5))
-        return container, f"http://{ip}:{port}"
+        return f"http://{ip}:{port}"
 
     def _kubelet_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.kubelet_token}"} if self.kubelet_token else {}
 
     async def pod_exec(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
-        """``kubectl exec``: relay the WebSocket channel stream to the node's kubelet, frame by frame."""
+        """``kubectl exec``: the channel stream, relayed to the node's kubelet."""
         pod = self.registry.get("pods", name, namespace=ns)
         container, base = self._kubelet(pod, request.query.get("container"))
+        params = MultiDict((k, v) for k, v in request.query.items() if k in ("command", "stdin", "stdout", "stderr", "tty"))
+        return await self._relay_ws(request, f"{base}/exec/{ns}/{name}/{container}", params)
+
+    async def pod_portforward(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
+        """``kubectl port-forward``: SPDY tunnelled in a WebSocket, relayed to the node's kubelet."""
+        pod = self.registry.get("pods", name, namespace=ns)
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            raise bad_request(f"cannot port forward a pod in a completed pod; current phase is {phase}")
+        return await self._relay_ws(request, f"{self._kubelet_base(pod)}/portForward/{ns}/{name}", MultiDict())
+
+    async def _relay_ws(self, request: web.Request, url: str, params: MultiDict) -> web.StreamResponse:
+        """Open the same WebSocket (same offered subprotocols) to the kubelet, then relay
+        frames both ways unchanged until either side closes."""
         if request.headers.get("Upgrade", "").lower() != "websocket":
             raise bad_request("Upgrade request required")
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-        params = MultiDict((k, v) for k, v in request.query.items() if k in ("command", "stdin", "stdout", "stderr", "tty"))
-        url = f"{base.replace('http://', 'ws://')}/exec/{ns}/{name}/{container}"
         try:
-            up = await self._session.ws_connect(url, params=params, protocols=offered, headers=self._kubelet_headers(),
-                                                max_msg_size=0, autoping=True)
+            up = await self._session.ws_connect(url.replace("http://", "ws://", 1), params=params, protocols=offered,
+                                                headers=self._kubelet_headers(), max_msg_size=0, autoping=True)
         except aiohttp.WSServerHandshakeError as e:
             raise ApiError(e.status if e.status >= 400 else 500, "BadRequest" if e.status == 400 else "InternalError",
                            f"unable to upgrade connection: {e.message}") from None

@@ -24,14 +24,16 @@ from nanokube.api.errors import ApiError, Conflict, Invalid, NotFound, bad_reque
 from nanokube.api.resources import RESOURCES, Resource, resource as lookup
 from nanokube.api.selectors import matches, parse_label_selector
 from nanokube.store import Compacted, KeyExists, KeyNotFound, RevisionMismatch, Store
+from . import admission
 
 log = logging.getLogger("nanokube.registry")
 Obj = dict[str, Any]
 
 # Resources whose status is only written through the /status subresource (and reset on create).
-STATUS_SUBRESOURCE = {"pods", "services", "deployments", "replicasets", "namespaces", "nodes"}
-RESET_STATUS_ON_CREATE = {"pods", "services", "deployments", "replicasets"}
-HAS_GENERATION = {"deployments", "replicasets", "pods", "services"}
+STATUS_SUBRESOURCE = {"pods", "services", "deployments", "replicasets", "namespaces", "nodes", "daemonsets", "jobs",
+                      "cronjobs"}
+RESET_STATUS_ON_CREATE = {"pods", "services", "deployments", "replicasets", "daemonsets", "jobs", "cronjobs"}
+HAS_GENERATION = {"deployments", "replicasets", "pods", "services", "daemonsets", "jobs", "cronjobs"}
 NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -212,7 +214,11 @@ class Registry:
             md["name"] = md["generateName"] + "".join(self.rng.choice(NAME_CHARS) for _ in range(5))
         if plural in RESET_STATUS_ON_CREATE:
             obj.pop("status", None)
+        # The uid first: defaulting derives from it (a Job's generated selector).
+        md["uid"] = str(uuid.uuid4())
         defaults.apply_defaults(plural, obj)
+        if plural == "pods":
+            await admission.service_account(self.store, obj, rng=self.rng)
         self._validate(r, obj)
         async with self._lock:
             if r.namespaced:
@@ -226,7 +232,6 @@ class Registry:
                 raise Conflict(r.plural, md["name"], group=r.group, already_exists=True)
             if plural == "services":
                 self._allocate_service(obj, None)
-            md["uid"] = str(uuid.uuid4())
             md["creationTimestamp"] = self._now()
             md.pop("resourceVersion", None)
             md.pop("deletionTimestamp", None)
@@ -318,7 +323,7 @@ class Registry:
 
     def _check_immutable(self, r: Resource, old: Obj, new: Obj) -> None:
         causes: list[dict[str, str]] = []
-        if r.plural in ("deployments", "replicasets"):
+        if r.plural in ("deployments", "replicasets", "daemonsets", "jobs"):
             if (old.get("spec") or {}).get("selector") != (new.get("spec") or {}).get("selector"):
                 causes.append({"reason": "FieldValueInvalid", "field": "spec.selector",
                                "message": f"Invalid value: {json.dumps(new['spec'].get('selector'))}: field is immutable"})

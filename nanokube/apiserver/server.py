@@ -35,6 +35,9 @@ class ServerConfig:
     node_port_range: tuple[int, int] = (30000, 32767)
     extra_sans: list[str] = field(default_factory=list)
     controllers: bool = True
+    dns_port: int = 53                     # cluster DNS on advertise_address (0: off)
+    token_auth_file: Path | None = None     # extra users: token,user,uid,"group1,group2"
+    cluster_domain: str = "cluster.local"
 
 
 async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
@@ -53,7 +56,13 @@ async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, s
     schemas = load_schemas(cfg.data_dir / "cache")
     store = SqliteStore(cfg.data_dir / "state.db")
     registry = Registry(store, schemas=schemas, service_cidr=cfg.service_cidr, node_port_range=cfg.node_port_range)
-    api = ApiServer(registry, token=token, kubelet_token=kubelet_token, extra_tokens={node_token: "node"})
+    from . import authn, policy
+    from .app import NODE
+    users = authn.load_token_file(cfg.token_auth_file) if cfg.token_auth_file else {}
+    signer = authn.TokenSigner(bytes.fromhex(certs.ensure_token(cfg.data_dir / "pki" / "sa.secret")))
+    api = ApiServer(registry, token=token, kubelet_token=kubelet_token, extra_tokens={**users, node_token: NODE},
+                    signer=signer)
+    await policy.ensure(registry)
     app = api.app()
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
@@ -69,10 +78,15 @@ async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, s
         from nanokube.controllers.manager import ControllerManager
         from nanokube.scheduler.scheduler import Scheduler
         cm = ControllerManager(client, apiserver_host=cfg.advertise_address, apiserver_port=cfg.port,
-                               cluster_cidr=cfg.cluster_cidr)
+                               cluster_cidr=cfg.cluster_cidr, dns_port=cfg.dns_port, ca_pem=pki["ca"].read_text())
         tasks.append(asyncio.create_task(cm.run(), name="controllers"))
         tasks.append(asyncio.create_task(Scheduler(client).run(), name="scheduler"))
     tasks.append(asyncio.create_task(_compactor(store), name="compactor"))
+    if cfg.dns_port:
+        from nanokube.network.dns import run_dns
+        tasks.append(asyncio.create_task(run_dns(client, host=cfg.advertise_address, port=cfg.dns_port,
+                                                 domain=cfg.cluster_domain,
+                                                 reverse_cidrs=(cfg.service_cidr, cfg.cluster_cidr)), name="dns"))
     if ready:
         ready.set()
     stop = stop or asyncio.Event()

@@ -33,7 +33,8 @@ async def run_agent(args: Any) -> None:
     runtime = Runtime(state_dir=data / "containers", images=ImageStore(args.images_dir), cgroups=detect())
     network = PodNetwork(state_dir=data / "net")
     kubelet = Kubelet(client, node_name=args.node_name, node_ip=args.node_ip, runtime=runtime, network=network,
-                      cgroup_prefix=args.cgroup_prefix, state_dir=data / "kubelet")
+                      cgroup_prefix=args.cgroup_prefix, state_dir=data / "kubelet",
+                      simulated_node=getattr(args, "simulated_node", False))
     proxier = Proxier(client, node_name=args.node_name, node_ips=[args.node_ip], cluster_cidr=args.cluster_cidr)
     runner = web.AppRunner(KubeletServer(kubelet, token=kubelet_token).app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()

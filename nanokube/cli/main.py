@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--service-cidr", default="10.96.0.0/12")
     s.add_argument("--cluster-cidr", default="10.244.0.0/16")
     s.add_argument("--tls-san", action="append", default=[], help="extra IP or DNS name for the serving certificate")
+    s.add_argument("--token-auth-file", type=Path,
+                   help='static users, one per line: token,user,uid,"group1,group2" (as kube-apiserver)')
+    s.add_argument("--cluster-dns-port", type=int, default=53,
+                   help="port of the cluster DNS on the advertise address (UDP and TCP; 0 turns it off)")
 
     a = sub.add_parser("agent", help="run a node: kubelet, kube-proxy and routes",
                        description="Run one node's agent: kubelet, kube-proxy and the host-gw route agent.")
@@ -57,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data-dir", type=Path, default=DEFAULT_STATE / "agent")
     a.add_argument("--images-dir", type=Path, default=DEFAULT_STATE / "images")
     a.add_argument("--cgroup-prefix", default="nanokube", help="cgroup path below this process's cgroup")
+    a.add_argument("--simulated-node", action="store_true",
+                   help="one of several nodes sharing this host (local clusters): node usage is its pods' sum")
     a.add_argument("--cluster-cidr", default="10.244.0.0/16")
 
     u = sub.add_parser("up", help="start a local cluster on this host",
@@ -111,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         bind = args.bind or ["127.0.0.1"]
         cfg = ServerConfig(data_dir=args.data_dir, bind=bind, port=args.port,
                            advertise_address=args.advertise_address or bind[0], service_cidr=args.service_cidr,
-                           cluster_cidr=args.cluster_cidr, extra_sans=args.tls_san)
+                           cluster_cidr=args.cluster_cidr, extra_sans=args.tls_san, dns_port=args.cluster_dns_port,
+                           token_auth_file=args.token_auth_file)
         asyncio.run(run_server(cfg))
         return 0
     if args.cmd == "agent":

@@ -64,6 +64,10 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._queue)
 
+    def idle(self) -> bool:
+        """Nothing queued and nothing being processed (tests wait for this)."""
+        return not self._queue and not self._processing
+
     async def get(self) -> str | None:
         async with self._cond:
             while not self._queue and not self._shutdown:

@@ -187,7 +187,8 @@ def cmd_up(args: Any) -> int:
                      "--token-file", str(sdir / "node-token"), "--ca-file", str(sdir / "pki" / "ca.crt"),
                      "--kubelet-token-file", str(sdir / "kubelet-token"),
                      "--node-name", nd.name, "--node-ip", nd.ip, "--data-dir", str(cdir / "nodes" / nd.name),
-                     "--images-dir", str(args.images_dir), "--cgroup-prefix", f"nanokube-{cluster}/{nd.name}"],
+                     "--images-dir", str(args.images_dir), "--cgroup-prefix", f"nanokube-{cluster}/{nd.name}",
+                     "--simulated-node"],
                cdir / "logs" / f"{nd.name}.log", cdir / "pids" / f"{nd.name}.pid")
     try:
         _wait_ready(cdir, info, args.timeout, lambda m: _say(f"✓ {m} ({time.monotonic() - t0:.1f}s)"))

@@ -1,7 +1,11 @@
-"""The objects every cluster starts with: the system namespaces and the ``kubernetes`` Service.
+"""The objects every cluster starts with: the system namespaces, the ``kubernetes`` Service
+and the ``kube-dns`` Service.
 
-The Service (10.96.0.1:443) and its Endpoints point at the apiserver, so pods reach the API
-the way they do in any Kubernetes cluster. Re-checked periodically, so a deleted one returns.
+The ``kubernetes`` Service (10.96.0.1:443) and its Endpoints point at the apiserver, so pods
+reach the API the way they do in any Kubernetes cluster. ``kube-system/kube-dns``
+(10.96.0.10, ports 53/UDP and 53/TCP, no selector) has Endpoints pointing at the cluster DNS
+that runs inside the server (network/dns.py), so kube-proxy DNATs the pods' nameserver to it.
+Re-checked periodically, so a deleted one returns.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ log = logging.getLogger("nanokube.bootstrap")
 NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
-async def ensure(client: Any, *, apiserver_host: str, apiserver_port: int, service_ip: str = "10.96.0.1") -> None:
+async def ensure(client: Any, *, apiserver_host: str, apiserver_port: int, service_ip: str = "10.96.0.1",
+                 dns_ip: str = "10.96.0.10", dns_port: int = 53) -> None:
     for ns in NAMESPACES:
         await _create(client, "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     await _create(client, "services", {
@@ -30,15 +35,35 @@ async def ensure(client: Any, *, apiserver_host: str, apiserver_port: int, servi
                        "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
           "subsets": [{"addresses": [{"ip": apiserver_host}],
                        "ports": [{"name": "https", "port": apiserver_port, "protocol": "TCP"}]}]}
+    await _ensure_endpoints(client, ep)
+    if dns_port:
+        await _create(client, "services", {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
+            "spec": {"clusterIP": dns_ip, "type": "ClusterIP", "sessionAffinity": "None",
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": dns_port},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": dns_port}]},
+        }, namespace="kube-system")
+        await _ensure_endpoints(client, {
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+            "subsets": [{"addresses": [{"ip": apiserver_host}],
+                         "ports": [{"name": "dns", "port": dns_port, "protocol": "UDP"},
+                                   {"name": "dns-tcp", "port": dns_port, "protocol": "TCP"}]}]})
+
+
+async def _ensure_endpoints(client: Any, ep: dict) -> None:
+    ns, name = ep["metadata"]["namespace"], ep["metadata"]["name"]
     try:
-        cur = await client.get("endpoints", "kubernetes", namespace="default")
+        cur = await client.get("endpoints", name, namespace=ns)
         if cur.get("subsets") != ep["subsets"]:
             cur["subsets"] = ep["subsets"]
-            await client.update("endpoints", cur, namespace="default")
+            await client.update("endpoints", cur, namespace=ns)
     except ApiError as e:
         if e.code != 404:
             raise
-        await _create(client, "endpoints", ep, namespace="default")
+        await _create(client, "endpoints", ep, namespace=ns)
 
 
 async def _create(client: Any, resource: str, obj: dict, namespace: str | None = None) -> None:

@@ -6,15 +6,22 @@ Resources use upstream's formulas: cpu.shares = milli*1024/1000 (min 2), CFS quo
 milli*100 µs per 100 ms period, memory limit in bytes; v2 maps them to cpu.weight, cpu.max
 and memory.max. Plain file writes: cgroupspy models only v1 and would be a second way of
 doing the same few writes, so neither driver uses it.
+
+``usage(rel)`` reads what the kubelet's stats sampler needs, as cAdvisor computes it:
+cumulative CPU time (v1 cpuacct.usage, v2 cpu.stat usage_usec) and the memory working set
+(usage minus inactive file pages: v1 memory.usage_in_bytes - total_inactive_file, v2
+memory.current - inactive_file). ``host_usage()`` is the same pair for the whole machine,
+from /proc/stat and /proc/meminfo.
 """
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 CGROUP_FS = Path("/sys/fs/cgroup")
-V1_CONTROLLERS = ("cpu", "memory", "pids")
+V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")  # cpuacct: per-container CPU time (often co-mounted with cpu)
 PERIOD_US = 100_000
 
 
@@ -37,10 +44,46 @@ def weight_from_shares(s: int) -> int:
     return 1 + ((s - 2) * 9999) // 262142
 
 
+class Usage(NamedTuple):
+    cpu_ns: int              # cumulative CPU time
+    memory_bytes: int        # memory usage, page cache included
+    working_set_bytes: int   # usage minus inactive file pages (what the OOM killer cannot just drop)
+
+
+def stat_value(text: str, key: str) -> int:
+    """The value of ``key`` in a flat-keyed file such as memory.stat or cpu.stat (0 if absent)."""
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        if k == key:
+            return int(v)
+    return 0
+
+
+def working_set(usage: int, inactive_file: int) -> int:
+    return max(0, usage - inactive_file)
+
+
+def host_usage(*, proc: Path = Path("/proc")) -> Usage:
+    """The whole machine: busy CPU time from /proc/stat (all but idle and iowait), memory used
+    (MemTotal - MemFree) and working set (that minus Inactive(file)) from /proc/meminfo."""
+    ticks = [int(x) for x in (proc / "stat").read_text().splitlines()[0].split()[1:]]
+    busy = sum(ticks[:8]) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)  # user..steal, without idle, iowait
+    mem = {}
+    for line in (proc / "meminfo").read_text().splitlines():
+        k, _, v = line.partition(":")
+        mem[k] = int(v.split()[0]) * 1024
+    used = mem["MemTotal"] - mem["MemFree"]
+    return Usage(busy * 1_000_000_000 // os.sysconf("SC_CLK_TCK"), used, working_set(used, mem.get("Inactive(file)", 0)))
+
+
 class CgroupDriver:
     version = 0
 
     def dirs(self, rel: str) -> list[Path]:
+        raise NotImplementedError
+
+    def usage(self, rel: str) -> Usage | None:
+        """CPU time and memory of the cgroup's subtree, or None when it does not exist."""
         raise NotImplementedError
 
     def create(self, rel: str) -> None:
@@ -108,13 +151,29 @@ class CgroupDriver:
 class V1(CgroupDriver):
     version = 1
 
-    def __init__(self, *, root: dict[str, str] | None = None):
+    def __init__(self, *, root: dict[str, str] | None = None, fs: Path = CGROUP_FS):
         own = root or own_cgroups()
-        self.roots = {c: CGROUP_FS / c / own.get(c, "/").lstrip("/") for c in V1_CONTROLLERS
-                      if (CGROUP_FS / c).exists()}
+        self.roots = {c: fs / c / own.get(c, "/").lstrip("/") for c in V1_CONTROLLERS
+                      if (fs / c).exists()}
 
     def dirs(self, rel: str) -> list[Path]:
-        return [r / rel for r in self.roots.values()]
+        # co-mounted controllers (cpu,cpuacct) reach one directory by two names: use it once
+        out: dict[str, Path] = {}
+        for r in self.roots.values():
+            out.setdefault(os.path.realpath(r), r / rel)
+        return list(out.values())
+
+    def usage(self, rel: str) -> Usage | None:
+        if "cpuacct" not in self.roots or "memory" not in self.roots:
+            return None
+        cpu, mem = self.roots["cpuacct"] / rel, self.roots["memory"] / rel
+        try:
+            cpu_ns = int((cpu / "cpuacct.usage").read_text())
+            used = int((mem / "memory.usage_in_bytes").read_text())
+            inactive = stat_value((mem / "memory.stat").read_text(), "total_inactive_file")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return Usage(cpu_ns, used, working_set(used, inactive))
 
     def set_resources(self, rel: str, *, cpu_request_milli: int | None = None, cpu_limit_milli: int | None = None,
                       memory_limit_bytes: int | None = None) -> None:
@@ -134,11 +193,21 @@ class V1(CgroupDriver):
 class V2(CgroupDriver):
     version = 2
 
-    def __init__(self, *, root: str | None = None):
-        self.root = CGROUP_FS / (root if root is not None else own_cgroups().get("", "/")).lstrip("/")
+    def __init__(self, *, root: str | None = None, fs: Path = CGROUP_FS):
+        self.root = fs / (root if root is not None else own_cgroups().get("", "/")).lstrip("/")
 
     def dirs(self, rel: str) -> list[Path]:
         return [self.root / rel]
+
+    def usage(self, rel: str) -> Usage | None:
+        d = self.root / rel
+        try:
+            cpu_ns = stat_value((d / "cpu.stat").read_text(), "usage_usec") * 1000
+            used = int((d / "memory.current").read_text())
+            inactive = stat_value((d / "memory.stat").read_text(), "inactive_file")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return Usage(cpu_ns, used, working_set(used, inactive))
 
     def create(self, rel: str) -> None:
         # Controllers must be enabled in every parent's subtree_control on the way down.

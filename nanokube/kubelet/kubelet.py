@@ -31,7 +31,7 @@ from nanokube.client.informer import Informer, key_of
 from nanokube.client.workqueue import WorkQueue, run_workers
 from nanokube.network.routes import plan_routes
 from nanokube.runtime.runtime import ContainerConfig, ImageNotFound, Mount
-from . import nodestatus, podspec, prober, probes, status as podstatus, volumes
+from . import nodestatus, podspec, prober, probes, stats, status as podstatus, volumes
 
 log = logging.getLogger("nanokube.kubelet")
 Obj = dict[str, Any]
@@ -78,7 +78,8 @@ class PodTrack:
 class Kubelet:
     def __init__(self, client: Any, *, node_name: str, node_ip: str, runtime: Any, network: Any,
                  cgroup_prefix: str, state_dir: Path, capacity: dict[str, str] | None = None,
-                 kubelet_port: int = 10250, max_pods: int = 110):
+                 kubelet_port: int = 10250, max_pods: int = 110, simulated_node: bool = False,
+                 stats_interval: float = stats.DEFAULT_INTERVAL):
         self.client = client
         self.node_name, self.node_ip = node_name, node_ip
         self.runtime, self.network = runtime, network
@@ -91,6 +92,7 @@ class Kubelet:
         self.nodes = Informer(client, "nodes")
         self.queue = WorkQueue(base_delay=0.2, max_delay=10)
         self.tracks: dict[str, PodTrack] = {}   # by pod uid
+        self._tokens: dict[tuple[str, str], tuple[str, float, float]] = {}  # (pod uid, volume/path) -> token, issued, expires
         self.pods.add_handler(on_add=self._enqueue, on_update=lambda o, n: self._enqueue(n), on_delete=self._enqueue)
         self.nodes.add_handler(on_add=self._nodes_changed, on_update=lambda o, n: self._nodes_changed(n),
                                on_delete=self._nodes_changed)
@@ -98,6 +100,7 @@ class Kubelet:
         self.ready = asyncio.Event()
         self._refs: dict[str, dict[tuple[str, str], Obj | None]] = {}
         self._uid_by_key: dict[str, str] = {}
+        self.stats = stats.for_kubelet(self, simulated=simulated_node, interval=stats_interval)  # GET /stats/summary
 
     def _enqueue(self, pod: Obj) -> None:
         self.queue.add(key_of(pod))
@@ -166,6 +169,8 @@ class Kubelet:
             if uid not in live:
                 self._remove_pod_cgroup(uid)
                 del self.tracks[uid]
+        for k in [k for k in self._tokens if k[0] not in self.tracks]:
+            del self._tokens[k]
 
     def _pod_cgroup(self, uid: str) -> str:
         return f"{self.cgroup_prefix}/pod{uid}"
@@ -257,8 +262,32 @@ class Kubelet:
                 if e.code != 404:
                     raise
                 objects[(res, name)] = None
+        for key, src in volumes.tokens_wanted(pod):
+            objects[("token", key)] = await self._token(pod, key, src)
         base = self.state_dir / "pods" / pod["metadata"]["uid"]
         return await asyncio.to_thread(volumes.prepare, pod, base, objects)
+
+    async def _token(self, pod: Obj, key: str, src: Obj) -> str | None:
+        """A ServiceAccount token bound to the pod (TokenRequest), renewed after 80% of its life."""
+        md = pod["metadata"]
+        cache_key = (md["uid"], key)
+        hit = self._tokens.get(cache_key)
+        now = time.time()
+        if hit and now < hit[1] + 0.8 * (hit[2] - hit[1]):
+            return hit[0]
+        req = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+               "spec": {"expirationSeconds": int(src.get("expirationSeconds") or 3600),
+                        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": md["name"], "uid": md["uid"]}}}
+        if src.get("audience"):
+            req["spec"]["audiences"] = [src["audience"]]
+        try:
+            tr = await self.client.create_subresource("serviceaccounts", pod["spec"].get("serviceAccountName") or "default",
+                                                      "token", req, namespace=md["namespace"])
+        except ApiError as e:
+            log.warning("token for pod %s/%s: %s", md["namespace"], md["name"], e)
+            return hit[0] if hit else None
+        self._tokens[cache_key] = (tr["status"]["token"], now, now + req["spec"]["expirationSeconds"])
+        return tr["status"]["token"]
 
     async def _deadline_exceeded(self, pod: Obj, track: PodTrack) -> None:
         """activeDeadlineSeconds: stop everything; the pod fails with DeadlineExceeded."""
@@ -598,7 +627,7 @@ class Kubelet:
                 delay = min(delay * 2, 5.0)
         self._adopt()
         tasks = [asyncio.create_task(x) for x in (self.pods.run(), self.nodes.run(), self._node_loop(),
-                                                   self._routes_loop(), self._ticker())]
+                                                   self._routes_loop(), self._ticker(), self.stats.run())]
         try:
             await asyncio.gather(self.pods.wait_synced(), self.nodes.wait_synced())
             self._routes_dirty.set()

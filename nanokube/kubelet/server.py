@@ -1,5 +1,6 @@
 """The kubelet's HTTP endpoint (port 10250): container logs for ``kubectl logs`` and the
-exec stream for ``kubectl exec`` (see streaming.py), both proxied by the apiserver, plus
+exec stream for ``kubectl exec`` (see streaming.py), both proxied by the apiserver, the
+Summary API (/stats/summary, see stats.py) the apiserver's metrics.k8s.io reads, plus
 /healthz. Requests must carry the kubelet bearer token.
 
 Logs are read from the CRI-format file the shim writes; ``follow`` keeps streaming until
@@ -15,7 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from . import streaming
+from nanokube.network.podnet import pod_netns_name
+from . import portforward, streaming
 from .podspec import container_id
 
 
@@ -46,6 +48,8 @@ class KubeletServer:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self.logs)
         app.router.add_get("/exec/{ns}/{pod}/{container}", self.exec)
+        app.router.add_get("/stats/summary", lambda r: web.json_response(self.kubelet.stats.summary()))
+        app.router.add_get("/portForward/{ns}/{pod}", self.port_forward)
         return app
 
     @web.middleware
@@ -70,6 +74,8 @@ class KubeletServer:
             lines.append(f'prober_probe_total{{probe_type="{kind}"}} {n}')
         lines.append("# TYPE kubelet_running_pods gauge")
         lines.append(f"kubelet_running_pods {len(self.kubelet.tracks)}")
+        lines.append("# TYPE nanokube_stats_sample_duration_seconds gauge")  # the last cgroup sampling pass
+        lines.append(f"nanokube_stats_sample_duration_seconds {self.kubelet.stats.last_duration:.6f}")
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def exec(self, request: web.Request) -> web.StreamResponse:
@@ -93,6 +99,19 @@ class KubeletServer:
         flag = lambda k: q.get(k) in ("true", "1")  # noqa: E731
         return await streaming.serve_exec(request, self.kubelet.runtime.exec_argv(cid, command), command,
                                           stdin=flag("stdin"), tty=flag("tty"), root=f"/proc/{st.pid}/root")
+
+    async def port_forward(self, request: web.Request) -> web.StreamResponse:
+        ns, name = request.match_info["ns"], request.match_info["pod"]
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        if portforward.PROTOCOL not in offered:
+            return _status(400, "BadRequest", f"port-forward needs a WebSocket upgrade with subprotocol {portforward.PROTOCOL}")
+        pod = self.kubelet.pods.get(f"{ns}/{name}")
+        track = self.kubelet.tracks.get(pod["metadata"]["uid"]) if pod else None
+        if track is None or not track.pod_ip:
+            return _status(404, "NotFound", f'pod "{name}" has no network namespace on this node')
+        uid = pod["metadata"]["uid"]
+        return await portforward.serve_portforward(request, netns_name=pod_netns_name(uid),
+                                                   pod_desc=f"{name}_{ns}, uid {uid}")
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         ns, name, cname = request.match_info["ns"], request.match_info["pod"], request.match_info["container"]

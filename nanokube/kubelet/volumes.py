@@ -1,9 +1,12 @@
-"""Pod volumes on the node: emptyDir, hostPath, configMap and secret, bind-mounted into
-containers at their volumeMounts (with subPath and readOnly).
+"""Pod volumes on the node: emptyDir, hostPath, configMap, secret, downwardAPI and projected
+(secret, configMap, downwardAPI and serviceAccountToken sources — the ``kube-api-access-*``
+volume every pod gets), bind-mounted into containers at their volumeMounts (with subPath
+and readOnly).
 
 Each volume is a directory under the pod's kubelet dir (``volumes/<name>``), except hostPath,
-which is the host's path. configMap and secret volumes hold one file per key (or per
-``items`` entry), rewritten when the data changes.
+which is the host's path. File-backed volumes hold one file per key (or per ``items``
+entry), rewritten when the data changes. ServiceAccount tokens are fetched by the kubelet
+(TokenRequest, bound to the pod) and handed in like the ConfigMaps and Secrets.
 """
 from __future__ import annotations
 
@@ -36,9 +39,77 @@ def _write_files(d: Path, data: dict[str, bytes], items: list[Obj] | None, mode:
             tmp.replace(f)
 
 
-def prepare(pod: Obj, base: Path, objects: dict[tuple[str, str], Obj | None]) -> dict[str, str]:
+def _object_data(kind: str, obj: Obj) -> dict[str, bytes]:
+    if kind == "configMap":
+        data = {k: s.encode() for k, s in (obj.get("data") or {}).items()}
+        data.update({k: base64.b64decode(b) for k, b in (obj.get("binaryData") or {}).items()})
+    else:
+        data = {k: base64.b64decode(b) for k, b in (obj.get("data") or {}).items()}
+        data.update({k: s.encode() for k, s in (obj.get("stringData") or {}).items()})
+    return data
+
+
+def _downward(pod: Obj, items: list[Obj]) -> tuple[dict[str, bytes], list[Obj]]:
+    from .podspec import field_ref, resource_ref
+    data: dict[str, bytes] = {}
+    for it in items:
+        if it.get("fieldRef"):
+            path = it["fieldRef"].get("fieldPath", "")
+            if path in ("metadata.labels", "metadata.annotations"):
+                kv = (pod["metadata"].get(path.split(".")[1]) or {})
+                text = "\n".join(f'{k}="{v}"' for k, v in sorted(kv.items()))
+            else:
+                st = pod.get("status") or {}
+                text = field_ref(pod, path, pod_ip=st.get("podIP", ""), host_ip=st.get("hostIP", ""))
+        elif it.get("resourceFieldRef"):
+            ref = it["resourceFieldRef"]
+            c = next((c for c in pod["spec"].get("containers") or [] if c["name"] == ref.get("containerName")), {})
+            text = resource_ref(c, ref)
+        else:
+            continue
+        data[it["path"]] = text.encode()
+    return data, [{"key": it["path"], "path": it["path"]} for it in items if it["path"] in data]
+
+
+def _projected(pod: Obj, v: Obj, d: Path, objects: dict[tuple[str, str], Any]) -> None:
+    src = v["projected"]
+    mode = src.get("defaultMode", 0o644)
+    d.mkdir(parents=True, exist_ok=True)
+    for source in src.get("sources") or []:
+        if "serviceAccountToken" in source:
+            path = source["serviceAccountToken"].get("path", "token")
+            token = objects.get(("token", f"{v['name']}/{path}"))
+            if token is None:
+                raise VolumeError(f"failed to fetch token for volume {v['name']}")
+            _write_files(d, {path: token.encode()}, None, mode)
+        elif "downwardAPI" in source:
+            data, items = _downward(pod, source["downwardAPI"].get("items") or [])
+            _write_files(d, data, items, mode)
+        elif "configMap" in source or "secret" in source:
+            kind = "configMap" if "configMap" in source else "secret"
+            ref = source[kind]
+            obj = objects.get(("configmaps" if kind == "configMap" else "secrets", ref.get("name")))
+            if obj is None:
+                if ref.get("optional"):
+                    continue
+                raise VolumeError(f'{kind.lower()} "{ref.get("name")}" not found')
+            _write_files(d, _object_data(kind, obj), ref.get("items"), mode)
+
+
+def tokens_wanted(pod: Obj) -> list[tuple[str, Obj]]:
+    """(key, serviceAccountToken source) of every projected token in the pod."""
+    out = []
+    for v in pod["spec"].get("volumes") or []:
+        for source in (v.get("projected") or {}).get("sources") or []:
+            if "serviceAccountToken" in source:
+                out.append((f"{v['name']}/{source['serviceAccountToken'].get('path', 'token')}", source["serviceAccountToken"]))
+    return out
+
+
+def prepare(pod: Obj, base: Path, objects: dict[tuple[str, str], Any]) -> dict[str, str]:
     """Create every volume of the pod; returns {volume name: host path}. ``objects`` holds
-    the ConfigMaps and Secrets the pod refers to, keyed (resource, name), None if missing."""
+    the ConfigMaps and Secrets the pod refers to, keyed (resource, name), None if missing,
+    and its ServiceAccount tokens, keyed ("token", "<volume>/<path>")."""
     out: dict[str, str] = {}
     for v in pod["spec"].get("volumes") or []:
         name = v["name"]
@@ -70,13 +141,14 @@ def prepare(pod: Obj, base: Path, objects: dict[tuple[str, str], Obj | None]) ->
                     out[name] = str(d)
                     continue
                 raise VolumeError(f'{"configmap" if kind == "configMap" else "secret"} "{ref}" not found')
-            if kind == "configMap":
-                data = {k: s.encode() for k, s in (obj.get("data") or {}).items()}
-                data.update({k: base64.b64decode(b) for k, b in (obj.get("binaryData") or {}).items()})
-            else:
-                data = {k: base64.b64decode(b) for k, b in (obj.get("data") or {}).items()}
-                data.update({k: s.encode() for k, s in (obj.get("stringData") or {}).items()})
-            _write_files(d, data, src.get("items"), src.get("defaultMode", 0o644))
+            _write_files(d, _object_data(kind, obj), src.get("items"), src.get("defaultMode", 0o644))
+            out[name] = str(d)
+        elif "downwardAPI" in v:
+            data, items = _downward(pod, v["downwardAPI"].get("items") or [])
+            _write_files(d, data, items, v["downwardAPI"].get("defaultMode", 0o644))
+            out[name] = str(d)
+        elif "projected" in v:
+            _projected(pod, v, d, objects)
             out[name] = str(d)
     return out
 
@@ -88,6 +160,11 @@ def referenced(pod: Obj) -> set[tuple[str, str]]:
             refs.add(("configmaps", v["configMap"].get("name")))
         if "secret" in v:
             refs.add(("secrets", v["secret"].get("secretName")))
+        for source in (v.get("projected") or {}).get("sources") or []:
+            if "configMap" in source:
+                refs.add(("configmaps", source["configMap"].get("name")))
+            if "secret" in source:
+                refs.add(("secrets", source["secret"].get("name")))
     return refs
 
 

@@ -107,7 +107,8 @@ class Cluster:
 
 def start_cluster(tmp_path_factory, nodes: int = 3) -> Cluster:
     _need_root()
-    name = "t" + secrets.token_hex(3)
+    # NK_TEST_CLUSTER_PREFIX lets whoever runs the tests tell their clusters apart (default "t").
+    name = os.environ.get("NK_TEST_CLUSTER_PREFIX", "t") + secrets.token_hex(3)
     state = tmp_path_factory.mktemp("nk")
     c = Cluster(name, state, nodes)
     r = subprocess.run(NANOKUBE + ["up", "--isolated", "--detach", "--nodes", str(nodes), "--cluster", name,
