@@ -8,7 +8,10 @@ firewall (nft or not) is never involved. State is read with ``iptables-save``. M
 (bench/bench_proxy.py, 200 NodePort services x 3 endpoints = 1008 chains): a full sync takes
 ~100 ms with restore vs ~1.4 s with python-iptables (libiptc builds each rule through ctypes
 and re-validates the whole table blob); a 2-chain incremental sync ~20 ms with either —
-hence restore by default.
+hence restore by default. At 1,000 services x 5 endpoints (7,008 chains, 20k rules) a bare
+restore of everything takes ~0.2-0.27 s, and even a one-chain ``--noflush`` change costs
+~96 ms: legacy iptables replaces the whole table blob in the kernel on every commit.
+Both backends leave byte-identical ``iptables-save`` output (tests/integration/test_proxier.py).
 """
 from __future__ import annotations
 

@@ -98,7 +98,8 @@ def create_veth(host_if: str, peer_if: str, *, peer_netns: str, peer_name: str, 
 
 def set_hairpin(ifname: str, *, netns: str | None = None) -> None:
     """Hairpin on a bridge port: a pod can reach itself through its own Service."""
-    _in(netns, lambda r: r.brport("set", index=index(r, ifname), hairpin_mode=1))
+    # pyroute2 names IFLA_BRPORT_MODE (the hairpin flag) "mode"; "hairpin_mode" is silently ignored
+    _in(netns, lambda r: r.brport("set", index=index(r, ifname), mode=1))
 
 
 def replace_default_route(gateway: str, *, netns: str | None = None) -> None:
@@ -129,3 +130,33 @@ def delete_route(dst: str, *, netns: str | None = None) -> None:
             if e.code != 3:  # ESRCH
                 raise
     _in(netns, op)
+
+
+def sync_labeled_addresses(owner_ip: str, label_suffix: str, want: set[str], *, netns: str | None = None) -> set[str]:
+    """Make the /32 addresses labelled ``<ifname>:<label_suffix>`` on the interface holding
+    ``owner_ip`` exactly ``want`` (service load-balancer IPs, like MetalLB's L2 mode): the
+    label marks them as ours, so a restarted agent finds and removes stale ones. Returns
+    the addresses present afterwards; no-op when no interface holds ``owner_ip``."""
+    def op(r: IPRoute) -> set[str]:
+        found = [a["index"] for a in r.get_addr(family=2) if a.get_attr("IFA_ADDRESS") == owner_ip]
+        if not found:
+            return set()
+        i = found[0]
+        ifname = r.get_links(i)[0].get_attr("IFLA_IFNAME")
+        label = f"{ifname}:{label_suffix}"[:15]
+        have = {a.get_attr("IFA_ADDRESS") for a in r.get_addr(family=2, index=i)
+                if a.get_attr("IFA_LABEL") == label and a["prefixlen"] == 32}
+        for ip in sorted(have - want):
+            try:
+                r.addr("del", index=i, address=ip, prefixlen=32)
+            except NetlinkError as e:
+                if e.code != 99:  # EADDRNOTAVAIL: gone meanwhile
+                    raise
+        for ip in sorted(want - have):
+            try:
+                r.addr("add", index=i, address=ip, prefixlen=32, label=label)
+            except NetlinkError as e:
+                if e.code != 17:  # EEXIST
+                    raise
+        return set(want)
+    return _in(netns, op)

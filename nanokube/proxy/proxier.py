@@ -4,36 +4,52 @@ Bursts of changes are batched (``min_sync_period``); each sync renders the whole
 (rules.py, pure) and rewrites only the chains whose rules differ from what this proxier last
 applied, deleting chains no service owns any more. A periodic full resync re-reads the
 kernel's state, which repairs drift and removes stale chains — and on start-up it means live
-rules are never flushed: the first sync is a diff against what is already there.
+rules are never flushed: the first sync is a diff against what is already there, so
+established connections (whose conntrack entries already carry their NAT) are untouched.
+
+Around the rules: conntrack entries of UDP endpoints that went away are deleted, and the
+load-balancer IPs this node owns (rules.lb_addresses) are kept on its lan interface.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from nanokube.client.informer import Informer
-from nanokube.host import iptables
+from nanokube.host import conntrack, iptables, netlink
 from . import rules
 
 log = logging.getLogger("nanokube.proxy")
 OUR_PREFIXES = ("KUBE-", "NANOKUBE-")
+LB_LABEL = "nklb"  # label of the load-balancer addresses on the node's lan interface
 
 
 class Proxier:
     def __init__(self, client: Any, *, node_name: str, node_ips: list[str], cluster_cidr: str = "10.244.0.0/16",
                  min_sync_period: float = 0.2, full_resync_period: float = 60.0,
-                 backend: iptables.Backend | None = None):
+                 backend: iptables.Backend | None = None,
+                 conntrack_delete: Callable[[list[str]], int] | None = None,
+                 set_lb_addresses: Callable[[set[str]], set[str]] | None = None):
         self.node_name, self.node_ips, self.cluster_cidr = node_name, node_ips, cluster_cidr
         self.min_sync_period, self.full_resync_period = min_sync_period, full_resync_period
         self.services = Informer(client, "services")
         self.endpoints = Informer(client, "endpoints")
+        self.nodes = Informer(client, "nodes")
         self._dirty = asyncio.Event()
         for inf in (self.services, self.endpoints):
             inf.add_handler(on_add=self._changed, on_update=lambda o, n: self._changed(n), on_delete=self._changed)
+        # nodes matter only for who owns a load-balancer IP: react to readiness, not heartbeats
+        self.nodes.add_handler(on_add=self._changed, on_delete=self._changed,
+                               on_update=lambda o, n: rules.node_ready(o) != rules.node_ready(n) and self._changed())
         self._applied: rules.Chains | None = None  # what the kernel has, as far as we know
         self.backend = backend or iptables.RestoreBackend()
+        self._conntrack_delete = conntrack_delete or conntrack.delete
+        self._set_lb = set_lb_addresses or (
+            lambda want: netlink.sync_labeled_addresses(node_ips[0], LB_LABEL, want) if node_ips else set())
+        self._udp: set[rules.UdpFlow] | None = None  # UDP flows of the last applied sync
+        self._lb: set[str] | None = None              # LB addresses held after the last sync
         self.syncs = 0
 
     def _changed(self, _obj: Any = None) -> None:
@@ -41,14 +57,17 @@ class Proxier:
 
     def sync(self, *, full: bool = False) -> int:
         """Render from the informers' caches and apply; returns the number of chains changed."""
-        return self.apply(self.services.list(), self.endpoints.list(), full=full)
+        return self.apply(self.services.list(), self.endpoints.list(), nodes=self.nodes.list(), full=full)
 
-    def apply(self, services: list[dict], endpoints: list[dict], *, full: bool = False) -> int:
+    def apply(self, services: list[dict], endpoints: list[dict], *, nodes: list[dict] | None = None,
+              full: bool = False) -> int:
         """Render ``services``/``endpoints`` and rewrite only the chains that differ from the
-        kernel's (re-read on the first and every full sync); returns chains rewritten or deleted."""
+        kernel's (re-read on the first and every full sync); returns chains rewritten or deleted.
+        With ``nodes``, also keep this node's load-balancer addresses."""
         if full or self._applied is None:
             self._applied = {k: v for k, v in self.backend.read().items() if k[1].startswith(OUR_PREFIXES)}
-        want = rules.render(services, endpoints, cluster_cidr=self.cluster_cidr).chains
+        rs = rules.render(services, endpoints, cluster_cidr=self.cluster_cidr, node_name=self.node_name)
+        want = rs.chains
         have = iptables.canonical_chains(want)  # how the kernel will print them back
         changed = {k for k, v in have.items() if self._applied.get(k) != v}
         stale = {k for k in self._applied if k not in want}
@@ -62,12 +81,24 @@ class Proxier:
             raise
         self._applied = have
         self.syncs += 1
+        if self._udp is not None:
+            for args in rules.stale_udp(self._udp, rs.udp):
+                try:
+                    self._conntrack_delete(args)
+                except Exception as e:  # noqa: BLE001 - entries time out anyway
+                    log.warning("conntrack clean-up failed: %s", e)
+        self._udp = rs.udp
+        if nodes is not None:
+            lb = rules.lb_addresses(services, endpoints, nodes, node_name=self.node_name)
+            if lb != self._lb or full:
+                self._lb = self._set_lb(lb)
         return len(changed) + len(stale)
 
     async def run(self) -> None:
-        tasks = [asyncio.create_task(self.services.run()), asyncio.create_task(self.endpoints.run())]
+        infs = (self.services, self.endpoints, self.nodes)
+        tasks = [asyncio.create_task(i.run()) for i in infs]
         try:
-            await asyncio.gather(self.services.wait_synced(), self.endpoints.wait_synced())
+            await asyncio.gather(*(i.wait_synced() for i in infs))
             last_full = 0.0
             while True:
                 full = time.monotonic() - last_full > self.full_resync_period
@@ -97,3 +128,5 @@ class Proxier:
         ours = {k for k in self.backend.read() if k[1].startswith(OUR_PREFIXES)}
         self.backend.apply({}, changed=set(), delete=ours)
         self._applied = None
+        if self._lb:
+            self._lb = self._set_lb(set())

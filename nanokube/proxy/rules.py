@@ -6,7 +6,12 @@ nat PREROUTING/OUTPUT → KUBE-SERVICES → KUBE-SVC-<hash> (ClusterIP) or, for 
 KUBE-NODEPORTS → KUBE-EXT-<hash> → KUBE-SVC-<hash>; KUBE-SVC balances over KUBE-SEP-<hash>
 chains with ``statistic --mode random --probability 1/(n-i)``; KUBE-SEP DNATs and marks
 hairpin traffic; marked packets are masqueraded in KUBE-POSTROUTING. Services without ready
-endpoints are rejected in the filter table.
+endpoints are rejected in the filter table. externalIPs and load-balancer IPs jump to KUBE-EXT
+like NodePorts; ``externalTrafficPolicy: Local`` adds KUBE-SVL-<hash> (local endpoints only, no
+SNAT) and drops outside traffic on nodes without one; ClientIP affinity uses ``-m recent``.
+Rules are written exactly as ``iptables-save`` prints them back, so a restarted proxier's diff
+against the kernel is empty. Also pure: which UDP flows need a conntrack flush (stale_udp)
+and which load-balancer IPs this node holds (lb_addresses).
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ JUMPS = [
     ("filter", "FORWARD", '-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'),
     ("filter", "OUTPUT", '-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'),
     ("filter", "INPUT", '-m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES'),
+    ("filter", "FORWARD", '-m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES'),
 ]
 
 
@@ -65,6 +71,8 @@ class Ruleset:
     chains: Chains = field(default_factory=dict)
     # service "ns/name" → the chains it owns
     owners: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    # UDP (service address, endpoint) pairs, for conntrack clean-up when one goes away
+    udp: set["UdpFlow"] = field(default_factory=set)
 
     def add(self, table: str, chain: str, rule: str | None = None, *, owner: str | None = None) -> None:
         self.chains.setdefault((table, chain), [])
@@ -74,18 +82,81 @@ class Ruleset:
             self.owners.setdefault(owner, set()).add((table, chain))
 
 
-def _ready_endpoints(ep: Obj | None, port_name_: str, protocol: str) -> list[str]:
-    out = []
+@dataclass(frozen=True)
+class Endpoint:
+    addr: str            # "ip:port"
+    node: str | None     # nodeName, if the Endpoints carry it
+
+    @property
+    def ip(self) -> str:
+        return self.addr.rsplit(":", 1)[0]
+
+
+def _endpoints(ep: Obj | None, port_name_: str, protocol: str) -> list[Endpoint]:
+    """Ready endpoints of one service port. (v1 Endpoints carry no terminating state — the
+    endpoints controller leaves terminating pods out — so there is no terminating fallback.)"""
+    ready = set()
     for s in (ep or {}).get("subsets") or []:
         port = next((p["port"] for p in s.get("ports") or [] if (p.get("name") or "") == port_name_
                      and p.get("protocol", "TCP") == protocol), None)
         if port is None:
             continue
-        out += [f"{a['ip']}:{port}" for a in s.get("addresses") or []]
-    return sorted(set(out))
+        ready |= {Endpoint(f"{a['ip']}:{port}", a.get("nodeName")) for a in s.get("addresses") or []}
+    return sorted(ready, key=lambda e: e.addr)
 
 
-def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10.244.0.0/16") -> Ruleset:
+def svl_chain(spn: str, protocol: str) -> str:
+    return "KUBE-SVL-" + _hash(spn + protocol.lower())
+
+
+def external_ips(svc: Obj) -> list[str]:
+    """externalIPs plus, for type LoadBalancer, the allocated ingress IPs (in that order)."""
+    spec = svc.get("spec") or {}
+    out = list(spec.get("externalIPs") or [])
+    if spec.get("type") == "LoadBalancer":
+        out += [i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [] if i.get("ip")]
+    return out
+
+
+@dataclass(frozen=True)
+class UdpFlow:
+    """A (service address, endpoint) pair whose conntrack entries must go when it disappears:
+    ``dst`` None means "any local address" (a NodePort)."""
+    dst: str | None
+    port: int
+    endpoint_ip: str | None  # None: the service had no endpoints (entries without DNAT)
+
+
+def _balance(rs: Ruleset, chain: str, spn: str, p: str, targets: list[Endpoint], *, owner: str,
+             affinity: int | None) -> None:
+    """Rules of a KUBE-SVC/KUBE-SVL chain spreading over ``targets`` (and ``recent`` affinity)."""
+    n = len(targets)
+    seps = [sep_chain(spn, p.upper(), t.addr) for t in targets]
+    if affinity is not None:
+        for t, sep in zip(targets, seps):
+            rs.add("nat", chain, f'-m comment --comment "{spn} -> {t.addr}" -m recent --rcheck --seconds {affinity} '
+                                 f'--reap --name {sep} --mask 255.255.255.255 --rsource -j {sep}', owner=owner)
+    for i, (t, sep) in enumerate(zip(targets, seps)):
+        if i < n - 1:
+            rs.add("nat", chain, f'-m comment --comment "{spn} -> {t.addr}" -m statistic --mode random '
+                                 f'--probability {1.0 / (n - i):.10f} -j {sep}', owner=owner)
+        else:
+            rs.add("nat", chain, f'-m comment --comment "{spn} -> {t.addr}" -j {sep}', owner=owner)
+
+
+def _sep(rs: Ruleset, spn: str, p: str, t: Endpoint, *, owner: str, affinity: int | None) -> None:
+    sep = sep_chain(spn, p.upper(), t.addr)
+    if ("nat", sep) in rs.chains:
+        return
+    rs.add("nat", sep, f'-s {t.ip}/32 -m comment --comment "{spn}" -j KUBE-MARK-MASQ', owner=owner)
+    rec = f"-m recent --set --name {sep} --mask 255.255.255.255 --rsource " if affinity is not None else ""
+    rs.add("nat", sep, f'-p {p} -m comment --comment "{spn}" {rec}-m {p} -j DNAT --to-destination {t.addr}', owner=owner)
+
+
+def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10.244.0.0/16",
+           node_name: str | None = None) -> Ruleset:
+    """All of kube-proxy's chains for ``services``/``endpoints`` as seen from ``node_name``
+    (which decides the local endpoints of ``externalTrafficPolicy: Local`` services)."""
     rs = Ruleset()
     for table, chains in BASE_CHAINS.items():
         for c in chains:
@@ -99,15 +170,30 @@ def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10
             continue
         ns, name = svc["metadata"].get("namespace", "default"), svc["metadata"]["name"]
         owner = f"{ns}/{name}"
+        ext_ips = external_ips(svc)
+        affinity = None
+        if spec.get("sessionAffinity") == "ClientIP":
+            affinity = int(((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
+                           or 10800)
         for sp in spec.get("ports") or []:
             proto = sp.get("protocol", "TCP")
             p = proto.lower()
             spn = port_name(ns, name, sp.get("name") or "")
-            targets = _ready_endpoints(eps.get((ns, name)), sp.get("name") or "", proto)
+            targets = _endpoints(eps.get((ns, name)), sp.get("name") or "", proto)
             np_ = sp.get("nodePort") if spec.get("type") in ("NodePort", "LoadBalancer") else None
+            external = bool(np_ or ext_ips)
+            local_policy = external and spec.get("externalTrafficPolicy") == "Local"
+            if p == "udp":
+                rs.udp |= {UdpFlow(d, port, t.ip) for t in targets for d, port in
+                           [(ip, sp["port"]), *((e, sp["port"]) for e in ext_ips), *([(None, np_)] if np_ else [])]}
             if not targets:
+                if p == "udp":
+                    rs.udp.add(UdpFlow(ip, sp["port"], None))
                 filt_svc.append(f'-d {ip}/32 -p {p} -m comment --comment "{spn} has no endpoints" -m {p} '
                                 f'--dport {sp["port"]} -j REJECT --reject-with icmp-port-unreachable')
+                for e in ext_ips:
+                    filt_ext.append(f'-d {e}/32 -p {p} -m comment --comment "{spn} has no endpoints" -m {p} '
+                                    f'--dport {sp["port"]} -j REJECT --reject-with icmp-port-unreachable')
                 if np_:
                     filt_ext.append(f'-p {p} -m comment --comment "{spn} has no endpoints" -m addrtype --dst-type LOCAL '
                                     f'-m {p} --dport {np_} -j REJECT --reject-with icmp-port-unreachable')
@@ -116,22 +202,43 @@ def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10
             nat_svc.append(f'-d {ip}/32 -p {p} -m comment --comment "{spn} cluster IP" -m {p} --dport {sp["port"]} -j {svc_c}')
             rs.add("nat", svc_c, f'! -s {cluster_cidr} -d {ip}/32 -p {p} -m comment --comment "{spn} cluster IP" '
                                  f'-m {p} --dport {sp["port"]} -j KUBE-MARK-MASQ', owner=owner)
-            n = len(targets)
-            for i, t in enumerate(targets):
-                sep = sep_chain(spn, proto, t)
-                if i < n - 1:
-                    rs.add("nat", svc_c, f'-m comment --comment "{spn} -> {t}" -m statistic --mode random '
-                                         f'--probability {1.0 / (n - i):.10f} -j {sep}', owner=owner)
-                else:
-                    rs.add("nat", svc_c, f'-m comment --comment "{spn} -> {t}" -j {sep}', owner=owner)
-                rs.add("nat", sep, f'-s {t.rsplit(":", 1)[0]}/32 -m comment --comment "{spn}" -j KUBE-MARK-MASQ', owner=owner)
-                rs.add("nat", sep, f'-p {p} -m comment --comment "{spn}" -m {p} -j DNAT --to-destination {t}', owner=owner)
+            _balance(rs, svc_c, spn, p, targets, owner=owner, affinity=affinity)
+            for t in targets:
+                _sep(rs, spn, p, t, owner=owner, affinity=affinity)
+            if not external:
+                continue
+            ext = ext_chain(spn, proto)
+            for e in ext_ips:
+                kind = "external IP" if e in (spec.get("externalIPs") or []) else "loadbalancer IP"
+                nat_svc.append(f'-d {e}/32 -p {p} -m comment --comment "{spn} {kind}" -m {p} --dport {sp["port"]} -j {ext}')
             if np_:
-                ext = ext_chain(spn, proto)
                 nodeports.append(f'-p {p} -m comment --comment "{spn}" -m {p} --dport {np_} -j {ext}')
+            if not local_policy:
                 rs.add("nat", ext, f'-m comment --comment "masquerade traffic for {spn} external destinations" '
                                    f'-j KUBE-MARK-MASQ', owner=owner)
                 rs.add("nat", ext, f"-j {svc_c}", owner=owner)
+                continue
+            # externalTrafficPolicy: Local — pods and the node itself still reach every
+            # endpoint; outside clients only local ones, unmasqueraded (source IP kept).
+            rs.add("nat", ext, f'-s {cluster_cidr} -m comment --comment "pod traffic for {spn} external destinations" '
+                               f'-j {svc_c}', owner=owner)
+            rs.add("nat", ext, f'-m comment --comment "masquerade LOCAL traffic for {spn} external destinations" '
+                               f'-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ', owner=owner)
+            rs.add("nat", ext, f'-m comment --comment "route LOCAL traffic for {spn} external destinations" '
+                               f'-m addrtype --src-type LOCAL -j {svc_c}', owner=owner)
+            local = [t for t in targets if node_name and t.node == node_name]
+            if local:
+                svl = svl_chain(spn, proto)
+                rs.add("nat", ext, f"-j {svl}", owner=owner)
+                _balance(rs, svl, spn, p, local, owner=owner, affinity=affinity)
+            else:
+                # no local endpoint: outside traffic is dropped, as upstream
+                for e in ext_ips:
+                    filt_ext.append(f'-d {e}/32 -p {p} -m comment --comment "{spn} has no local endpoints" -m {p} '
+                                    f'--dport {sp["port"]} -j DROP')
+                if np_:
+                    filt_ext.append(f'-p {p} -m comment --comment "{spn} has no local endpoints" -m addrtype '
+                                    f'--dst-type LOCAL -m {p} --dport {np_} -j DROP')
     for r in nat_svc:
         rs.add("nat", "KUBE-SERVICES", r)
     rs.add("nat", "KUBE-SERVICES", '-m comment --comment "kubernetes service nodeports; NOTE: this must be the last '
@@ -153,6 +260,52 @@ def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10
     rs.add("filter", "KUBE-FORWARD", '-m comment --comment "kubernetes forwarding conntrack rule" -m conntrack '
                                      '--ctstate RELATED,ESTABLISHED -j ACCEPT')
     return rs
+
+
+def node_ready(node: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (node.get("status") or {}).get("conditions") or [])
+
+
+def lb_addresses(services: list[Obj], endpoints: list[Obj], nodes: list[Obj], *, node_name: str) -> set[str]:
+    """The load-balancer ingress IPs ``node_name`` must answer for (MetalLB's L2 mode: one
+    node owns each IP, so one node answers ARP for it on the lan). The owner is the first
+    Ready node by name — for ``externalTrafficPolicy: Local``, the first Ready node with a
+    ready endpoint of the service, so traffic lands where it is not dropped."""
+    ready = sorted(n["metadata"]["name"] for n in nodes if node_ready(n))
+    eps = {(e["metadata"].get("namespace"), e["metadata"]["name"]): e for e in endpoints}
+    out = set()
+    for svc in services:
+        spec = svc.get("spec") or {}
+        if spec.get("type") != "LoadBalancer" or not ready:
+            continue
+        ips = [i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [] if i.get("ip")]
+        if not ips:
+            continue
+        candidates = ready
+        if spec.get("externalTrafficPolicy") == "Local":
+            ep = eps.get((svc["metadata"].get("namespace"), svc["metadata"]["name"])) or {}
+            with_eps = {a.get("nodeName") for s in ep.get("subsets") or [] for a in s.get("addresses") or []}
+            candidates = [n for n in ready if n in with_eps] or ready
+        if candidates[0] == node_name:
+            out |= set(ips)
+    return out
+
+
+def stale_udp(old: set[UdpFlow], new: set[UdpFlow]) -> list[list[str]]:
+    """``conntrack`` arguments deleting the entries of UDP flows that no longer exist: an
+    endpoint removed (entries DNATed to it), or a service that gained its first endpoint
+    (entries made while it had none would otherwise keep bypassing the DNAT)."""
+    out = []
+    new_svcs = {(f.dst, f.port) for f in new if f.endpoint_ip}
+    for f in sorted(old - new, key=lambda f: (f.dst or "", f.port, f.endpoint_ip or "")):
+        if f.endpoint_ip is None:
+            if (f.dst, f.port) in new_svcs:
+                out.append(["-D", "-p", "udp", "--orig-dst", f.dst, "--orig-port-dst", str(f.port)])
+            continue
+        dst = ["--orig-dst", f.dst] if f.dst else []
+        out.append(["-D", "-p", "udp", *dst, "--orig-port-dst", str(f.port), "--dst-nat", f.endpoint_ip])
+    return out
 
 
 def restore_input(rs: Ruleset) -> str:

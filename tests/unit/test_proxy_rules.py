@@ -132,7 +132,9 @@ async def test_proxier_run_watches_and_applies_only_changes(tmp_path):
 
     c = LocalClient(Registry(MemoryStore(), schemas=load_schemas(tmp_path)))
     be = MemBackend()
-    p = Proxier(c, node_name="n1", node_ips=["172.30.0.11"], min_sync_period=0.01, backend=be)
+    lb_calls = []
+    p = Proxier(c, node_name="n1", node_ips=["172.30.0.11"], min_sync_period=0.01, backend=be,
+                conntrack_delete=lambda a: 0, set_lb_addresses=lambda w: lb_calls.append(w) or w)
     task = asyncio.create_task(p.run())
 
     async def until(fn, timeout=5.0):
@@ -168,3 +170,101 @@ async def test_proxier_run_watches_and_applies_only_changes(tmp_path):
         await asyncio.gather(task, return_exceptions=True)
     p.cleanup()
     assert not be.jumps and not be.chains
+
+
+def _ep_nodes(name, pairs, *, ns="ns1", port=8080, pname="p80", proto="TCP"):
+    return {"metadata": {"namespace": ns, "name": name},
+            "subsets": [{"addresses": [{"ip": i, "nodeName": n} for i, n in pairs],
+                         "ports": [{"name": pname, "port": port, "protocol": proto}]}]}
+
+
+def test_external_traffic_policy_local():
+    s = svc("web", type_="NodePort", ports=[{"name": "p80", "port": 80, "nodePort": 30080, "protocol": "TCP"}])
+    s["spec"]["externalTrafficPolicy"] = "Local"
+    e = _ep_nodes("web", [("10.244.1.2", "n1"), ("10.244.2.2", "n2"), ("10.244.2.3", "n2")])
+    spn = "ns1/web:p80"
+    ext, svc_c, svl = rules.ext_chain(spn, "TCP"), rules.svc_chain(spn, "TCP"), rules.svl_chain(spn, "TCP")
+    rs = rules.render([s], [e], node_name="n2")
+    r = rs.chains[("nat", ext)]
+    assert r[0] == f'-s 10.244.0.0/16 -m comment --comment "pod traffic for {spn} external destinations" -j {svc_c}'
+    assert "--src-type LOCAL -j KUBE-MARK-MASQ" in r[1] and f"--src-type LOCAL -j {svc_c}" in r[2]
+    assert r[3] == f"-j {svl}" and len(r) == 4
+    assert not any("KUBE-MARK-MASQ" in x for x in rs.chains[("nat", svl)])  # source IP kept
+    assert [x.rsplit("-> ", 1)[1].split('"')[0] for x in rs.chains[("nat", svl)]] == ["10.244.2.2:8080", "10.244.2.3:8080"]
+    assert len(rs.chains[("nat", svc_c)]) == 4  # the cluster chain still has all three (+ masq rule)
+    # a node without a local endpoint: no KUBE-SVL, outside traffic dropped in the filter table
+    rs3 = rules.render([s], [e], node_name="n3")
+    assert ("nat", svl) not in rs3.chains and rs3.chains[("nat", ext)][-1].endswith(f"-j {svc_c}")
+    assert rs3.chains[("filter", "KUBE-EXTERNAL-SERVICES")] == [
+        f'-p tcp -m comment --comment "{spn} has no local endpoints" -m addrtype --dst-type LOCAL -m tcp --dport 30080 -j DROP']
+
+
+def test_session_affinity_recent():
+    s = svc("web")
+    s["spec"].update(sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}})
+    rs = rules.render([s], [eps("web", ["10.244.1.2", "10.244.1.3"])])
+    spn = "ns1/web:p80"
+    r = rs.chains[("nat", rules.svc_chain(spn, "TCP"))]
+    sep = rules.sep_chain(spn, "TCP", "10.244.1.2:8080")
+    assert r[1] == (f'-m comment --comment "{spn} -> 10.244.1.2:8080" -m recent --rcheck --seconds 60 --reap '
+                    f'--name {sep} --mask 255.255.255.255 --rsource -j {sep}')
+    assert "statistic" in r[3] and len(r) == 5
+    assert f"-m recent --set --name {sep} --mask 255.255.255.255 --rsource -m tcp -j DNAT" in rs.chains[("nat", sep)][1]
+
+
+def test_external_ips_load_balancer_and_no_endpoints():
+    s = svc("lb", type_="LoadBalancer", ports=[{"name": "p80", "port": 80, "nodePort": 30081, "protocol": "TCP"}])
+    s["spec"]["externalIPs"] = ["192.0.2.9"]
+    s["status"] = {"loadBalancer": {"ingress": [{"ip": "172.30.0.200"}]}}
+    spn = "ns1/lb:p80"
+    ext = rules.ext_chain(spn, "TCP")
+    rs = rules.render([s], [eps("lb", ["10.244.1.2"])])
+    nat = rs.chains[("nat", "KUBE-SERVICES")]
+    assert f'-d 192.0.2.9/32 -p tcp -m comment --comment "{spn} external IP" -m tcp --dport 80 -j {ext}' in nat
+    assert f'-d 172.30.0.200/32 -p tcp -m comment --comment "{spn} loadbalancer IP" -m tcp --dport 80 -j {ext}' in nat
+    assert nat[-1].endswith("-j KUBE-NODEPORTS")
+    rs0 = rules.render([s], [eps("lb", [])])
+    fe = rs0.chains[("filter", "KUBE-EXTERNAL-SERVICES")]
+    assert [x.split("-p")[0] for x in fe] == ["-d 192.0.2.9/32 ", "-d 172.30.0.200/32 ", ""]
+    assert all(x.endswith("-j REJECT --reject-with icmp-port-unreachable") for x in fe)
+
+
+def test_multiport_named_targets_and_manual_endpoints():
+    # no selector: the user's own Endpoints object, with two named ports
+    s = svc("ext", ports=[{"name": "a", "port": 80, "targetPort": "web"}, {"name": "b", "port": 81, "targetPort": "alt"}])
+    e = {"metadata": {"namespace": "ns1", "name": "ext"},
+         "subsets": [{"addresses": [{"ip": "192.0.2.1"}], "ports": [{"name": "a", "port": 8080}, {"name": "b", "port": 9090}]}]}
+    rs = rules.render([s], [e])
+    dn = [r for k, v in rs.chains.items() if k[1].startswith("KUBE-SEP-") for r in v if "DNAT" in r]
+    assert sorted(x.rsplit(" ", 1)[1] for x in dn) == ["192.0.2.1:8080", "192.0.2.1:9090"]
+
+
+def test_stale_udp_conntrack():
+    s = svc("dns", ports=[{"name": "p53", "port": 53, "protocol": "UDP"}])
+    s["spec"]["type"] = "NodePort"
+    s["spec"]["ports"][0]["nodePort"] = 30053
+    e = eps("dns", ["10.244.1.2", "10.244.1.3"], port=5353, pname="p53")
+    e["subsets"][0]["ports"][0]["protocol"] = "UDP"
+    two = rules.render([s], [e]).udp
+    e["subsets"][0]["addresses"].pop()
+    one = rules.render([s], [e]).udp
+    assert rules.stale_udp(two, one) == [
+        ["-D", "-p", "udp", "--orig-port-dst", "30053", "--dst-nat", "10.244.1.3"],
+        ["-D", "-p", "udp", "--orig-dst", "10.96.0.5", "--orig-port-dst", "53", "--dst-nat", "10.244.1.3"]]
+    none = rules.render([s], []).udp
+    assert rules.stale_udp(none, one) == [["-D", "-p", "udp", "--orig-dst", "10.96.0.5", "--orig-port-dst", "53"]]
+    assert rules.stale_udp(one, one) == []
+
+
+def test_lb_owner_is_first_ready_node():
+    def node(name, ready=True):
+        return {"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": str(ready)}]}}
+    s = svc("lb", type_="LoadBalancer")
+    s["status"] = {"loadBalancer": {"ingress": [{"ip": "172.30.0.200"}]}}
+    nodes = [node("node2"), node("node1", ready=False), node("node3")]
+    assert rules.lb_addresses([s], [], nodes, node_name="node2") == {"172.30.0.200"}
+    assert rules.lb_addresses([s], [], nodes, node_name="node3") == set()
+    s["spec"]["externalTrafficPolicy"] = "Local"
+    e = _ep_nodes("lb", [("10.244.3.2", "node3")])
+    assert rules.lb_addresses([s], [e], nodes, node_name="node3") == {"172.30.0.200"}
+    assert rules.lb_addresses([s], [e], nodes, node_name="node2") == set()
