@@ -56,6 +56,10 @@ def plan_endpoints(svc: Obj, pods: list[Obj]) -> list[Obj]:
                 "targetRef": {"kind": "Pod", "namespace": md["namespace"], "name": md["name"], "uid": md.get("uid")}}
         if not addr["nodeName"]:
             addr.pop("nodeName")
+        # A pod with a hostname in this service's subdomain gets a DNS name of its own
+        # (<hostname>.<service>.<ns>.svc.<domain>), as upstream's endpoints controller does.
+        if pod["spec"].get("hostname") and pod["spec"].get("subdomain") == svc["metadata"]["name"]:
+            addr["hostname"] = pod["spec"]["hostname"]
         (g["addresses"] if publish or is_pod_ready(pod) else g["notReadyAddresses"]).append(addr)
     subsets = []
     for key in sorted(groups):

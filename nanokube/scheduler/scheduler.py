@@ -21,7 +21,8 @@ from nanokube.client.informer import Informer, key_of
 from nanokube.client.workqueue import WorkQueue, run_workers
 from nanokube.controllers.base import now_rfc3339
 from .framework import NodeInfo, Obj
-from .plugins import least_allocated, node_ready, node_resources_fit, node_selector, node_unschedulable, taint_toleration
+from .plugins import (least_allocated, node_ready, node_resources_fit, node_selector, node_unschedulable,
+                      taint_toleration, volume_binding)
 
 log = logging.getLogger("nanokube.scheduler")
 SCHEDULER_NAME = "default-scheduler"
@@ -39,11 +40,14 @@ def unschedulable_message(n_nodes: int, reasons: list[str]) -> str:
     return msg + (": " + ", ".join(parts) + "." if parts else ".")
 
 
-def schedule_one(pod: Obj, infos: list[NodeInfo], rng: random.Random) -> tuple[str | None, list[str]]:
+def schedule_one(pod: Obj, infos: list[NodeInfo], rng: random.Random, *,
+                 extra_filters: list[Callable[[Obj, NodeInfo], str | None]] | None = None
+                 ) -> tuple[str | None, list[str]]:
     """The chosen node name, or None and one reason per node (pure)."""
     feasible, reasons = [], []
+    filters = FILTERS + (extra_filters or [])
     for ni in infos:
-        why = next((r for f in FILTERS if (r := f(pod, ni)) is not None), None)
+        why = next((r for f in filters if (r := f(pod, ni)) is not None), None)
         if why is None:
             feasible.append(ni)
         else:
@@ -61,6 +65,12 @@ class Scheduler:
         self.rng = rng or random.Random()
         self.pods = Informer(client, "pods")
         self.nodes = Informer(client, "nodes")
+        # Volume binding (plugins/volume_binding.py) looks claims, volumes and classes up.
+        self.pvcs, self.pvs = Informer(client, "persistentvolumeclaims"), Informer(client, "persistentvolumes")
+        self.classes = Informer(client, "storageclasses")
+        self.volume_filter = volume_binding.make_filter(*volume_binding.lookups(self.pvcs, self.pvs, self.classes))
+        for inf in (self.pvcs, self.pvs):
+            inf.add_handler(on_add=self._retry_all, on_update=lambda o, n: self._retry_all(n))
         self.queue = WorkQueue(base_delay=0.5, max_delay=30)
         self.assumed: dict[str, tuple[str, Obj]] = {}  # pod key → (node, pod) until the informer shows the binding
         self.unschedulable: set[str] = set()
@@ -106,7 +116,7 @@ class Scheduler:
             self.unschedulable.discard(key)
             return
         infos = self.node_infos()
-        node, reasons = schedule_one(pod, infos, self.rng)
+        node, reasons = schedule_one(pod, infos, self.rng, extra_filters=[self.volume_filter])
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         if node is None:
             self.unschedulable.add(key)
@@ -144,9 +154,10 @@ class Scheduler:
                    message=message)
 
     async def run(self) -> None:
-        tasks = [asyncio.create_task(self.pods.run()), asyncio.create_task(self.nodes.run())]
+        infs = [self.pods, self.nodes, self.pvcs, self.pvs, self.classes]
+        tasks = [asyncio.create_task(i.run()) for i in infs]
         try:
-            await asyncio.gather(self.pods.wait_synced(), self.nodes.wait_synced())
+            await asyncio.gather(*(i.wait_synced() for i in infs))
             for p in self.pods.list():
                 self._pod(p)
             await run_workers(self.queue, self.sync, workers=1, name="scheduler")
