@@ -55,11 +55,7 @@ def _pod(o: Obj) -> None:
     pod_spec(o.setdefault("spec", {}))
     o.setdefault("status", {}).setdefault("phase", "Pending")
     o["status"].setdefault("qosClass", qos_class(o["spec"]))
-    # Tolerations every pod gets from the DefaultTolerationSeconds admission plugin.
-    tols = o["spec"]["tolerations"]
-    for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
-        if not any(t.get("key") == key for t in tols):
-            tols.append({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
+    # (DefaultTolerationSeconds is admission, with the cluster's setting: apiserver/admission.py.)
 
 
 def qos_class(spec: Obj) -> str:
@@ -168,6 +164,45 @@ def _replicaset(o: Obj) -> None:
     o.setdefault("status", {}).setdefault("replicas", 0)
 
 
+def _statefulset(o: Obj) -> None:
+    s = o.setdefault("spec", {})
+    s.setdefault("replicas", 1)
+    s.setdefault("podManagementPolicy", "OrderedReady")
+    us = s.setdefault("updateStrategy", {})
+    us.setdefault("type", "RollingUpdate")
+    if us["type"] == "RollingUpdate":
+        us.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+    s.setdefault("revisionHistoryLimit", 10)
+    rp = s.setdefault("persistentVolumeClaimRetentionPolicy", {})
+    rp.setdefault("whenDeleted", "Retain")
+    rp.setdefault("whenScaled", "Retain")
+    _template(s.setdefault("template", {}))
+    for t in s.get("volumeClaimTemplates") or []:
+        t.setdefault("apiVersion", "v1")
+        t.setdefault("kind", "PersistentVolumeClaim")
+        t.setdefault("spec", {}).setdefault("volumeMode", "Filesystem")
+        t.setdefault("status", {}).setdefault("phase", "Pending")
+    o.setdefault("status", {}).setdefault("replicas", 0)
+    o["status"].setdefault("availableReplicas", 0)
+
+
+def _pvc(o: Obj) -> None:
+    o.setdefault("spec", {}).setdefault("volumeMode", "Filesystem")
+    o.setdefault("status", {}).setdefault("phase", "Pending")
+
+
+def _pv(o: Obj) -> None:
+    s = o.setdefault("spec", {})
+    s.setdefault("persistentVolumeReclaimPolicy", "Retain")
+    s.setdefault("volumeMode", "Filesystem")
+    o.setdefault("status", {}).setdefault("phase", "Pending")
+
+
+def _storageclass(o: Obj) -> None:
+    o.setdefault("reclaimPolicy", "Delete")
+    o.setdefault("volumeBindingMode", "Immediate")
+
+
 def _service(o: Obj) -> None:
     s = o.setdefault("spec", {})
     s.setdefault("type", "ClusterIP")
@@ -204,6 +239,10 @@ _BY_RESOURCE: dict[str, Callable[[Obj], None]] = {
     "services": _service,
     "namespaces": _namespace,
     "secrets": _secret,
+    "statefulsets": _statefulset,
+    "persistentvolumeclaims": _pvc,
+    "persistentvolumes": _pv,
+    "storageclasses": _storageclass,
 }
 
 

@@ -31,13 +31,16 @@ KINDS = [("core", "v1", k) for k in ("Namespace", "Node", "Pod", "Service", "End
                                       "Event", "ServiceAccount", "Binding")] + \
         [("apps", "v1", "Deployment"), ("apps", "v1", "ReplicaSet"), ("autoscaling", "v1", "Scale"),
          ("coordination", "v1", "Lease"), ("apps", "v1", "DaemonSet"), ("batch", "v1", "Job"),
-         ("batch", "v1", "CronJob")] + \
+         ("batch", "v1", "CronJob"), ("apps", "v1", "StatefulSet"), ("apps", "v1", "ControllerRevision"),
+         ("core", "v1", "PersistentVolume"), ("core", "v1", "PersistentVolumeClaim"),
+         ("storage", "v1", "StorageClass")] + \
+        [("policy", "v1", "PodDisruptionBudget"), ("policy", "v1", "Eviction")] + \
         [("rbac", "v1", k) for k in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")] + \
         [("authorization", "v1", k) for k in ("SelfSubjectAccessReview", "SelfSubjectRulesReview",
                                               "SubjectAccessReview", "LocalSubjectAccessReview")] + \
         [("authentication", "v1", k) for k in ("SelfSubjectReview", "TokenReview", "TokenRequest")]
 # The short group names above, as the API names them.
-FULL_GROUP = {"core": "", "coordination": "coordination.k8s.io", "rbac": "rbac.authorization.k8s.io",
+FULL_GROUP = {"core": "", "coordination": "coordination.k8s.io", "storage": "storage.k8s.io", "rbac": "rbac.authorization.k8s.io",
               "authorization": "authorization.k8s.io", "authentication": "authentication.k8s.io"}
 # Model classes of the `kubernetes` client whose names are not "V1" + kind.
 CLASS_NAMES = {"Event": "CoreV1Event", "TokenRequest": "AuthenticationV1TokenRequest"}

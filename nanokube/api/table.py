@@ -124,7 +124,7 @@ POD_COLS = [_col("Name", fmt="name"), _col("Ready"), _col("Status"), _col("Resta
 def _node(n: Obj, now: dt.datetime) -> list[Any]:
     st = n.get("status") or {}
     conds = {c["type"]: c["status"] for c in st.get("conditions") or []}
-    status = {"True": "Ready", "False": "NotReady"}.get(conds.get("Ready", ""), "Unknown")
+    status = "Unknown" if "Ready" not in conds else ("Ready" if conds["Ready"] == "True" else "NotReady")
     if (n.get("spec") or {}).get("unschedulable"):
         status += ",SchedulingDisabled"
     labels = (n.get("metadata") or {}).get("labels") or {}
@@ -258,6 +258,46 @@ def _daemonset(d: Obj, now: dt.datetime) -> list[Any]:
             names, images, _label_selector_s(spec.get("selector"))]
 
 
+def _statefulset(d: Obj, now: dt.datetime) -> list[Any]:
+    spec, st = d.get("spec") or {}, d.get("status") or {}
+    names, images = _containers(spec)
+    return [d["metadata"]["name"], f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 0)}", age(d, now), names, images]
+
+
+def _modes(modes: list[str] | None) -> str:
+    short = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX", "ReadWriteOncePod": "RWOP"}
+    return ",".join(short.get(m, m) for m in modes or [])
+
+
+def _pvc(c: Obj, now: dt.datetime) -> list[Any]:
+    spec, st = c.get("spec") or {}, c.get("status") or {}
+    phase = "Terminating" if c["metadata"].get("deletionTimestamp") else st.get("phase", "")
+    bound = bool(spec.get("volumeName"))
+    return [c["metadata"]["name"], phase, spec.get("volumeName", ""),
+            (st.get("capacity") or {}).get("storage", "") if bound else "",
+            _modes(st.get("accessModes")) if bound else "", spec.get("storageClassName") or "",
+            spec.get("volumeAttributesClassName") or "<unset>", age(c, now), spec.get("volumeMode", "")]
+
+
+def _pv(v: Obj, now: dt.datetime) -> list[Any]:
+    spec, st = v.get("spec") or {}, v.get("status") or {}
+    ref = spec.get("claimRef") or {}
+    phase = "Terminating" if v["metadata"].get("deletionTimestamp") else st.get("phase", "")
+    return [v["metadata"]["name"], (spec.get("capacity") or {}).get("storage", ""), _modes(spec.get("accessModes")),
+            spec.get("persistentVolumeReclaimPolicy", ""), phase,
+            f"{ref.get('namespace', '')}/{ref.get('name', '')}" if ref else "", spec.get("storageClassName") or "",
+            spec.get("volumeAttributesClassName") or "<unset>", st.get("reason", ""), age(v, now),
+            spec.get("volumeMode", "")]
+
+
+def _storageclass(c: Obj, now: dt.datetime) -> list[Any]:
+    name = c["metadata"]["name"]
+    if (c["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class") == "true":
+        name += " (default)"
+    return [name, c.get("provisioner", ""), c.get("reclaimPolicy", "Delete"), c.get("volumeBindingMode", "Immediate"),
+            bool(c.get("allowVolumeExpansion", False)), age(c, now)]
+
+
 def _event(e: Obj, now: dt.datetime) -> list[Any]:
     io = e.get("involvedObject") or {}
     last = e.get("lastTimestamp") or e.get("eventTime") or (e.get("metadata") or {}).get("creationTimestamp")
@@ -279,7 +319,16 @@ ROLE_COLS = ([_col("Name", fmt="name"), _col("Created At", "date")],
 BINDING_COLS = ([_col("Name", fmt="name"), _col("Role"), _col("Age"), _col("Users", priority=1),
                  _col("Groups", priority=1), _col("ServiceAccounts", priority=1)], _binding)
 
+def _pdb(p: Obj, now: dt.datetime) -> list[Any]:
+    spec, st = p.get("spec") or {}, p.get("status") or {}
+    na = lambda v: "N/A" if v is None else str(v)  # noqa: E731
+    return [p["metadata"]["name"], na(spec.get("minAvailable")), na(spec.get("maxUnavailable")),
+            st.get("disruptionsAllowed", 0), age(p, now)]
+
+
 SIMPLE: dict[str, tuple[list[Obj], Callable[[Obj, dt.datetime], list[Any]]]] = {
+    "poddisruptionbudgets": ([_col("Name", fmt="name"), _col("Min Available"), _col("Max Unavailable"),
+                              _col("Allowed Disruptions", "integer"), _col("Age")], _pdb),
     "roles": ROLE_COLS, "clusterroles": ROLE_COLS, "rolebindings": BINDING_COLS, "clusterrolebindings": BINDING_COLS,
     "pods": (POD_COLS, _pod),
     "nodes": (NODE_COLS, _node),
@@ -300,6 +349,16 @@ SIMPLE: dict[str, tuple[list[Obj], Callable[[Obj, dt.datetime], list[Any]]]] = {
                     _col("Ready", "integer"), _col("Up-to-date", "integer"), _col("Available", "integer"),
                     _col("Node Selector"), _col("Age"), _col("Containers", priority=1), _col("Images", priority=1),
                     _col("Selector", priority=1)], _daemonset),
+    "statefulsets": ([_col("Name", fmt="name"), _col("Ready"), _col("Age"), _col("Containers", priority=1),
+                      _col("Images", priority=1)], _statefulset),
+    "persistentvolumeclaims": ([_col("Name", fmt="name"), _col("Status"), _col("Volume"), _col("Capacity"),
+                                _col("Access Modes"), _col("StorageClass"), _col("VolumeAttributesClass"), _col("Age"),
+                                _col("VolumeMode", priority=1)], _pvc),
+    "persistentvolumes": ([_col("Name", fmt="name"), _col("Capacity"), _col("Access Modes"), _col("Reclaim Policy"),
+                           _col("Status"), _col("Claim"), _col("StorageClass"), _col("VolumeAttributesClass"),
+                           _col("Reason"), _col("Age"), _col("VolumeMode", priority=1)], _pv),
+    "storageclasses": ([_col("Name", fmt="name"), _col("Provisioner"), _col("ReclaimPolicy"),
+                        _col("VolumeBindingMode"), _col("AllowVolumeExpansion", "boolean"), _col("Age")], _storageclass),
     "namespaces": ([_col("Name", fmt="name"), _col("Status"), _col("Age")],
                    lambda o, now: [o["metadata"]["name"], (o.get("status") or {}).get("phase", ""), age(o, now)]),
     "configmaps": ([_col("Name", fmt="name"), _col("Data", "integer"), _col("Age")],

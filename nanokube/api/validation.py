@@ -217,6 +217,108 @@ def _daemonset(causes: Causes, o: Obj) -> None:
                 "may not be 0 when `maxSurge` is 0")
 
 
+def _statefulset(causes: Causes, o: Obj) -> None:
+    _selector_matches_template(causes, o, required_selector=True)
+    spec = o.get("spec") or {}
+    svc = spec.get("serviceName")
+    if svc and not DNS1123_LABEL.match(svc):
+        invalid(causes, "spec.serviceName", svc, LABEL_MSG)
+    pmp = spec.get("podManagementPolicy")
+    if pmp not in (None, "OrderedReady", "Parallel"):
+        not_supported(causes, "spec.podManagementPolicy", pmp, ["OrderedReady", "Parallel"])
+    us = spec.get("updateStrategy") or {}
+    if us.get("type") not in (None, "RollingUpdate", "OnDelete"):
+        not_supported(causes, "spec.updateStrategy.type", us.get("type"), ["OnDelete", "RollingUpdate"])
+    part = (us.get("rollingUpdate") or {}).get("partition")
+    if part is not None and (not isinstance(part, int) or part < 0):
+        invalid(causes, "spec.updateStrategy.rollingUpdate.partition", part, "must be greater than or equal to 0")
+    for i, t in enumerate(spec.get("volumeClaimTemplates") or []):
+        if not (t.get("metadata") or {}).get("name"):
+            required(causes, f"spec.volumeClaimTemplates[{i}].metadata.name")
+        _claim_spec(causes, t.get("spec") or {}, f"spec.volumeClaimTemplates[{i}].spec")
+
+
+ACCESS_MODES = ["ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"]
+
+
+def _access_modes(causes: Causes, modes: Any, path: str) -> None:
+    if not modes:
+        required(causes, path)
+    for m in modes or []:
+        if m not in ACCESS_MODES:
+            not_supported(causes, path, m, ACCESS_MODES)
+
+
+def _claim_spec(causes: Causes, spec: Obj, path: str) -> None:
+    _access_modes(causes, spec.get("accessModes"), f"{path}.accessModes")
+    if not ((spec.get("resources") or {}).get("requests") or {}).get("storage"):
+        required(causes, f"{path}.resources[storage]")
+    vm = spec.get("volumeMode")
+    if vm not in (None, "Filesystem", "Block"):
+        not_supported(causes, f"{path}.volumeMode", vm, ["Block", "Filesystem"])
+
+
+def _pvc(causes: Causes, o: Obj) -> None:
+    _claim_spec(causes, o.get("spec") or {}, "spec")
+
+
+def _pv(causes: Causes, o: Obj) -> None:
+    spec = o.get("spec") or {}
+    _access_modes(causes, spec.get("accessModes"), "spec.accessModes")
+    if not (spec.get("capacity") or {}).get("storage"):
+        required(causes, "spec.capacity")
+    if not any(k in spec for k in ("hostPath", "local", "nfs", "csi")):
+        causes.append({"reason": "FieldValueRequired", "message": "Required value: must specify a volume type",
+                       "field": "spec"})
+    rp = spec.get("persistentVolumeReclaimPolicy")
+    if rp not in (None, "Retain", "Delete", "Recycle"):
+        not_supported(causes, "spec.persistentVolumeReclaimPolicy", rp, ["Delete", "Recycle", "Retain"])
+
+
+def _storageclass(causes: Causes, o: Obj) -> None:
+    if not o.get("provisioner"):
+        required(causes, "provisioner")
+    vbm = o.get("volumeBindingMode")
+    if vbm not in (None, "Immediate", "WaitForFirstConsumer"):
+        not_supported(causes, "volumeBindingMode", vbm, ["Immediate", "WaitForFirstConsumer"])
+    rp = o.get("reclaimPolicy")
+    if rp not in (None, "Retain", "Delete"):
+        not_supported(causes, "reclaimPolicy", rp, ["Delete", "Retain"])
+
+
+STS_MUTABLE = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
+               "minReadySeconds", "revisionHistoryLimit")
+
+
+def statefulset_update(old: Obj, new: Obj) -> Causes:
+    """ValidateStatefulSetUpdate: only a few spec fields may change."""
+    o = {k: v for k, v in (old.get("spec") or {}).items() if k not in STS_MUTABLE}
+    n = {k: v for k, v in (new.get("spec") or {}).items() if k not in STS_MUTABLE}
+    if o == n:
+        return []
+    return [{"reason": "FieldValueForbidden", "field": "spec",
+             "message": "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', "
+                        "'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' "
+                        "and 'minReadySeconds' are forbidden"}]
+
+
+def claim_update(old: Obj, new: Obj) -> Causes:
+    """ValidatePersistentVolumeClaimUpdate: the spec is immutable after creation except
+    ``resources.requests`` (and ``volumeName``, which the binder sets once)."""
+    causes: Causes = []
+    o, n = dict(old.get("spec") or {}), dict(new.get("spec") or {})
+    for s in (o, n):
+        s.pop("resources", None)
+    if not o.get("volumeName"):
+        o.pop("volumeName", None)
+        n.pop("volumeName", None)
+    if o != n:
+        causes.append({"reason": "FieldValueForbidden", "field": "spec",
+                       "message": "Forbidden: spec is immutable after creation except resources.requests and "
+                                  "volumeAttributesClassName for bound claims"})
+    return causes
+
+
 def _non_negative(causes: Causes, spec: Obj, path: str, *fields: str) -> None:
     for f in fields:
         v = spec.get(f)
@@ -333,7 +435,23 @@ def _configmap(causes: Causes, o: Obj) -> None:
                 invalid(causes, f"{field}[{k}]", k, "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')")
 
 
+def _pdb(causes: Causes, obj: Obj) -> None:
+    spec = obj.get("spec") or {}
+    if spec.get("minAvailable") is not None and spec.get("maxUnavailable") is not None:
+        invalid(causes, "spec", spec, "minAvailable and maxUnavailable cannot be both set")
+    for f in ("minAvailable", "maxUnavailable"):
+        v = spec.get(f)
+        if isinstance(v, int) and v < 0:
+            invalid(causes, f"spec.{f}", v, "must be greater than or equal to 0")
+        elif isinstance(v, str):
+            if not v.endswith("%") or not v[:-1].isdigit():
+                invalid(causes, f"spec.{f}", v, "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')")
+            elif int(v[:-1]) > 100:
+                invalid(causes, f"spec.{f}", v, "must not be greater than 100%")
+
+
 _BY_RESOURCE: dict[str, Callable[[Causes, Obj], None]] = {
+    "poddisruptionbudgets": _pdb,
     "pods": _pod,
     "deployments": _deployment,
     "replicasets": _replicaset,
@@ -343,6 +461,10 @@ _BY_RESOURCE: dict[str, Callable[[Causes, Obj], None]] = {
     "services": _service,
     "configmaps": _configmap,
     "secrets": _configmap,
+    "statefulsets": _statefulset,
+    "persistentvolumeclaims": _pvc,
+    "persistentvolumes": _pv,
+    "storageclasses": _storageclass,
 }
 
 

@@ -1,4 +1,8 @@
-"""Admission that needs the cluster's state (defaulting that does not is in api/defaults.py).
+"""Admission that needs the cluster's state or its configuration (plain defaulting is in
+api/defaults.py).
+
+DefaultTolerationSeconds: pods tolerate not-ready / unreachable nodes for a while (300 s,
+configurable per cluster), after which the taint manager evicts them.
 
 ServiceAccount admission, as upstream's plugin: a pod runs as a ServiceAccount that must
 exist (the ``default`` one is waited for briefly, since the controller creates it with its
@@ -18,6 +22,16 @@ from nanokube.api.errors import ApiError
 Obj = dict[str, Any]
 MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def default_tolerations(pod: Obj, seconds: int) -> None:
+    """DefaultTolerationSeconds: tolerate not-ready and unreachable nodes for ``seconds``
+    (upstream's 300), unless the pod says otherwise."""
+    tols = pod["spec"].setdefault("tolerations", [])
+    for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+        if not any(t.get("effect") in (None, "", "NoExecute") and (t.get("key") == key or
+                   (not t.get("key") and t.get("operator") == "Exists")) for t in tols):
+            tols.append({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds})
 
 
 async def service_account(store: Any, pod: Obj, *, rng: random.Random, wait: float = 2.0) -> None:

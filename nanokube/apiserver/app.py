@@ -23,7 +23,7 @@ from nanokube.api import openapi, protobuf, table
 from nanokube.api.errors import ApiError, bad_request
 from nanokube.api.resources import RESOURCES, Resource
 from . import metrics as metrics_api
-from . import authn, rbac, reviews
+from . import authn, eviction, rbac, reviews
 from .authn import Authenticator, TokenSigner, UserInfo
 from .registry import Registry
 
@@ -248,8 +248,10 @@ class ApiServer:
                     continue
                 if sub == "binding":
                     kind, verbs = "Binding", ["create"]
-                elif sub == "eviction":
-                    kind, verbs = "Eviction", ["create"]
+                elif sub == "eviction":  # with its group: kubectl drain looks for exactly this
+                    out.append({"name": f"{r.plural}/eviction", "singularName": "", "namespaced": r.namespaced,
+                                "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]})
+                    continue
                 elif sub == "log":
                     kind, verbs = "Pod", ["get"]
                 elif sub == "exec":
@@ -349,6 +351,8 @@ class ApiServer:
             return await self.pod_exec(request, ns or "default", name)
         if sub == "portforward" and plural == "pods" and m in ("GET", "POST"):
             return await self.pod_portforward(request, ns or "default", name)
+        if sub == "eviction" and plural == "pods" and m == "POST":
+            return web.json_response(await eviction.evict(reg, name, ns or "default", await self._body(request)), status=201)
         if sub == "binding" and plural == "pods" and m == "POST":
             body = await self._body(request) or {}
             return web.json_response(await reg.bind(name, body, namespace=ns or "default"), status=201)

@@ -31,10 +31,15 @@ Obj = dict[str, Any]
 
 # Resources whose status is only written through the /status subresource (and reset on create).
 STATUS_SUBRESOURCE = {"pods", "services", "deployments", "replicasets", "namespaces", "nodes", "daemonsets", "jobs",
-                      "cronjobs"}
-RESET_STATUS_ON_CREATE = {"pods", "services", "deployments", "replicasets", "daemonsets", "jobs", "cronjobs"}
-HAS_GENERATION = {"deployments", "replicasets", "pods", "services", "daemonsets", "jobs", "cronjobs"}
+                      "cronjobs", "statefulsets", "persistentvolumes", "persistentvolumeclaims"}
+RESET_STATUS_ON_CREATE = {"pods", "services", "deployments", "replicasets", "daemonsets", "jobs", "cronjobs",
+                          "statefulsets", "persistentvolumes", "persistentvolumeclaims"}
+HAS_GENERATION = {"deployments", "replicasets", "pods", "services", "daemonsets", "jobs", "cronjobs", "statefulsets"}
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+PVC_PROTECTION = "kubernetes.io/pvc-protection"
 NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+for _set in (STATUS_SUBRESOURCE, RESET_STATUS_ON_CREATE, HAS_GENERATION):
+    _set.add("poddisruptionbudgets")
 
 
 def now_rfc3339(clock: Callable[[], dt.datetime] | None = None) -> str:
@@ -103,6 +108,7 @@ class Filter:
 
 
 class Registry:
+    default_toleration_seconds = 300  # DefaultTolerationSeconds admission; the server may change it
     def __init__(self, store: Store, *, schemas: Any = None, service_cidr: str = "10.96.0.0/12",
                  node_port_range: tuple[int, int] = (30000, 32767), clock: Callable[[], dt.datetime] | None = None,
                  rng: random.Random | None = None):
@@ -219,6 +225,9 @@ class Registry:
         defaults.apply_defaults(plural, obj)
         if plural == "pods":
             await admission.service_account(self.store, obj, rng=self.rng)
+            admission.default_tolerations(obj, self.default_toleration_seconds)
+        if plural == "persistentvolumeclaims":
+            self._admit_claim(obj)
         self._validate(r, obj)
         async with self._lock:
             if r.namespaced:
@@ -323,7 +332,7 @@ class Registry:
 
     def _check_immutable(self, r: Resource, old: Obj, new: Obj) -> None:
         causes: list[dict[str, str]] = []
-        if r.plural in ("deployments", "replicasets", "daemonsets", "jobs"):
+        if r.plural in ("deployments", "replicasets", "daemonsets", "jobs", "statefulsets"):
             if (old.get("spec") or {}).get("selector") != (new.get("spec") or {}).get("selector"):
                 causes.append({"reason": "FieldValueInvalid", "field": "spec.selector",
                                "message": f"Invalid value: {json.dumps(new['spec'].get('selector'))}: field is immutable"})
@@ -341,8 +350,27 @@ class Registry:
                                           "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` "
                                           "(only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
                                           "(allow it to be set to 1 if it was previously negative)"})
+        if r.plural == "persistentvolumeclaims":
+            causes += validation.claim_update(old, new)
+        if r.plural == "statefulsets" and not causes:
+            causes += validation.statefulset_update(old, new)
         if causes:
             raise Invalid(r.kind, new["metadata"]["name"], causes, group=r.group)
+
+    def _admit_claim(self, pvc: Obj) -> None:
+        """DefaultStorageClass and StorageObjectInUseProtection admission: a claim without
+        ``storageClassName`` gets the default class (if one is marked), and every claim gets
+        the pvc-protection finalizer, so it outlives the pods that use it."""
+        spec = pvc.setdefault("spec", {})
+        if spec.get("storageClassName") is None:
+            items, _ = self.store.list("/registry/storageclasses/")
+            default = sorted((v["metadata"].get("creationTimestamp", ""), v["metadata"]["name"]) for _, v, _ in items
+                             if (v["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true")
+            if default:
+                spec["storageClassName"] = default[-1][1]
+        fins = pvc["metadata"].setdefault("finalizers", [])
+        if PVC_PROTECTION not in fins:
+            fins.append(PVC_PROTECTION)
 
     # -- patch -----------------------------------------------------------------------------
     async def patch(self, plural: str, name: str, body: Any, *, namespace: str | None = None,
@@ -410,7 +438,7 @@ class Registry:
         }
 
     async def _update_scale(self, r: Resource, ns: str | None, name: str, scale: Obj, *, dry_run: bool) -> Obj:
-        if r.plural not in ("deployments", "replicasets"):
+        if r.plural not in ("deployments", "replicasets", "statefulsets"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         replicas = (scale.get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or replicas < 0:

@@ -38,6 +38,9 @@ class ServerConfig:
     dns_port: int = 53                     # cluster DNS on advertise_address (0: off)
     token_auth_file: Path | None = None     # extra users: token,user,uid,"group1,group2"
     cluster_domain: str = "cluster.local"
+    node_monitor_grace_period: float = 40.0  # a node silent this long is NotReady (Unknown) and tainted
+    default_toleration_seconds: int = 300    # how long pods stay on a not-ready / unreachable node
+    lb_pool: str | None = None             # LoadBalancer addresses, "first-last" or a CIDR (None: off)
 
 
 async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
@@ -56,6 +59,7 @@ async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, s
     schemas = load_schemas(cfg.data_dir / "cache")
     store = SqliteStore(cfg.data_dir / "state.db")
     registry = Registry(store, schemas=schemas, service_cidr=cfg.service_cidr, node_port_range=cfg.node_port_range)
+    registry.default_toleration_seconds = cfg.default_toleration_seconds
     from . import authn, policy
     from .app import NODE
     users = authn.load_token_file(cfg.token_auth_file) if cfg.token_auth_file else {}
@@ -78,7 +82,9 @@ async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, s
         from nanokube.controllers.manager import ControllerManager
         from nanokube.scheduler.scheduler import Scheduler
         cm = ControllerManager(client, apiserver_host=cfg.advertise_address, apiserver_port=cfg.port,
-                               cluster_cidr=cfg.cluster_cidr, dns_port=cfg.dns_port, ca_pem=pki["ca"].read_text())
+                               cluster_cidr=cfg.cluster_cidr, dns_port=cfg.dns_port, ca_pem=pki["ca"].read_text(),
+                               node_grace_period=cfg.node_monitor_grace_period,
+                               lb_pool=cfg.lb_pool)
         tasks.append(asyncio.create_task(cm.run(), name="controllers"))
         tasks.append(asyncio.create_task(Scheduler(client).run(), name="scheduler"))
     tasks.append(asyncio.create_task(_compactor(store), name="compactor"))

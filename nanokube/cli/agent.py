@@ -34,7 +34,8 @@ async def run_agent(args: Any) -> None:
     network = PodNetwork(state_dir=data / "net")
     kubelet = Kubelet(client, node_name=args.node_name, node_ip=args.node_ip, runtime=runtime, network=network,
                       cgroup_prefix=args.cgroup_prefix, state_dir=data / "kubelet",
-                      simulated_node=getattr(args, "simulated_node", False))
+                      simulated_node=getattr(args, "simulated_node", False),
+                      status_interval=getattr(args, "node_status_update_frequency", 10.0))
     proxier = Proxier(client, node_name=args.node_name, node_ips=[args.node_ip], cluster_cidr=args.cluster_cidr)
     runner = web.AppRunner(KubeletServer(kubelet, token=kubelet_token).app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()

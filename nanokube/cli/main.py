@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help='static users, one per line: token,user,uid,"group1,group2" (as kube-apiserver)')
     s.add_argument("--cluster-dns-port", type=int, default=53,
                    help="port of the cluster DNS on the advertise address (UDP and TCP; 0 turns it off)")
+    s.add_argument("--lb-pool", default=None, metavar="FIRST-LAST|CIDR",
+                   help="addresses for type LoadBalancer Services, e.g. 172.30.0.200-172.30.0.250 (default: none)")
+
+    s.add_argument("--node-monitor-grace-period", type=float, default=40.0, metavar="SECONDS",
+                   help="a node silent this long is marked NotReady and tainted (default %(default)s)")
+    s.add_argument("--default-toleration-seconds", type=int, default=300, metavar="SECONDS",
+                   help="how long pods stay on a not-ready or unreachable node (default %(default)s)")
 
     a = sub.add_parser("agent", help="run a node: kubelet, kube-proxy and routes",
                        description="Run one node's agent: kubelet, kube-proxy and the host-gw route agent.")
@@ -61,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data-dir", type=Path, default=DEFAULT_STATE / "agent")
     a.add_argument("--images-dir", type=Path, default=DEFAULT_STATE / "images")
     a.add_argument("--cgroup-prefix", default="nanokube", help="cgroup path below this process's cgroup")
+    a.add_argument("--node-status-update-frequency", type=float, default=10.0, metavar="SECONDS",
+                   help="how often the node posts its status and renews its Lease (default %(default)s)")
     a.add_argument("--simulated-node", action="store_true",
                    help="one of several nodes sharing this host (local clusters): node usage is its pods' sum")
     a.add_argument("--cluster-cidr", default="10.244.0.0/16")
@@ -76,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--state-dir", type=Path, default=DEFAULT_STATE / "clusters")
     u.add_argument("--images-dir", type=Path, default=DEFAULT_STATE / "images")
     u.add_argument("--timeout", type=float, default=120, help="seconds to wait for Ready")
+    u.add_argument("--node-monitor-grace-period", type=float, default=40.0, metavar="SECONDS",
+                   help="passed to the server: a node silent this long is marked NotReady (default %(default)s)")
+    u.add_argument("--default-toleration-seconds", type=int, default=300, metavar="SECONDS",
+                   help="passed to the server: how long pods stay on an unreachable node (default %(default)s)")
 
     d = sub.add_parser("down", help="stop a local cluster and remove everything it made")
     d.add_argument("--cluster", default="nanokube")
@@ -118,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = ServerConfig(data_dir=args.data_dir, bind=bind, port=args.port,
                            advertise_address=args.advertise_address or bind[0], service_cidr=args.service_cidr,
                            cluster_cidr=args.cluster_cidr, extra_sans=args.tls_san, dns_port=args.cluster_dns_port,
-                           token_auth_file=args.token_auth_file)
+                           node_monitor_grace_period=args.node_monitor_grace_period,
+                           default_toleration_seconds=args.default_toleration_seconds,
+                           token_auth_file=args.token_auth_file, lb_pool=args.lb_pool)
         asyncio.run(run_server(cfg))
         return 0
     if args.cmd == "agent":

@@ -24,6 +24,7 @@ from nanokube.cluster import netplan
 from nanokube.host.process import alive
 
 API_PORT = 6443
+LB_POOL = "172.30.0.200-172.30.0.250"  # LoadBalancer addresses on the lan (one node answers ARP for each)
 
 
 def cluster_dir(state_dir: Path, cluster: str) -> Path:
@@ -172,8 +173,10 @@ def cmd_up(args: Any) -> int:
     py = [sys.executable, "-m", "nanokube"]
     netns_arg = ["--netns", net.host_netns] if net.host_netns else []
     sdir = cdir / "server"
-    _spawn(py + netns_arg + ["server", "--data-dir", str(sdir), "--bind", net.host_ip, "--bind", "127.0.0.1",
-                             "--advertise-address", net.host_ip],
+    lifecycle = ["--node-monitor-grace-period", str(getattr(args, "node_monitor_grace_period", 40.0)),
+                 "--default-toleration-seconds", str(getattr(args, "default_toleration_seconds", 300))]
+    _spawn(py + netns_arg + ["server", "--data-dir", str(sdir), "--bind", net.host_ip, "--bind", "127.0.0.1", *lifecycle,
+                             "--advertise-address", net.host_ip, "--lb-pool", LB_POOL],
            cdir / "logs" / "server.log", cdir / "pids" / "server.pid")
     deadline = time.monotonic() + 60
     while not (sdir / "node-token").exists() or not (sdir / "kubelet-token").exists() or not (sdir / "pki" / "ca.crt").exists():
@@ -188,7 +191,8 @@ def cmd_up(args: Any) -> int:
                      "--kubelet-token-file", str(sdir / "kubelet-token"),
                      "--node-name", nd.name, "--node-ip", nd.ip, "--data-dir", str(cdir / "nodes" / nd.name),
                      "--images-dir", str(args.images_dir), "--cgroup-prefix", f"nanokube-{cluster}/{nd.name}",
-                     "--simulated-node"],
+                     "--simulated-node", "--node-status-update-frequency",
+                     str(min(10.0, getattr(args, "node_monitor_grace_period", 40.0) / 4))],
                cdir / "logs" / f"{nd.name}.log", cdir / "pids" / f"{nd.name}.pid")
     try:
         _wait_ready(cdir, info, args.timeout, lambda m: _say(f"✓ {m} ({time.monotonic() - t0:.1f}s)"))

@@ -9,26 +9,34 @@ from .clusterroleaggregation import ClusterRoleAggregationController
 from .cronjob import CronJobController
 from .daemonset import DaemonSetController
 from .deployment import DeploymentController
+from .disruption import DisruptionController
 from .endpoints import EndpointsController
 from .garbagecollector import GarbageCollector
 from .job import JobController
 from .nodeipam import NodeIpamController
+from .nodelifecycle import NodeLifecycleController
 from .replicaset import ReplicaSetController
 from .serviceaccounts import ServiceAccountsController
+from .statefulset import StatefulSetController
+from .volumes import VolumeController, ensure_default_class
+from .servicelb import ServiceLBController, parse_pool
 
 
 class ControllerManager:
     def __init__(self, client: Any, *, apiserver_host: str, apiserver_port: int, cluster_cidr: str = "10.244.0.0/16",
-                 dns_port: int = 53, ca_pem: str = ""):
+                 dns_port: int = 53, ca_pem: str = "", node_grace_period: float = 40.0, lb_pool: str | None = None):
         self.client = client
+        self.lb_pool = parse_pool(lb_pool) if lb_pool else []
         self.dns_port = dns_port
         self.ca_pem = ca_pem
+        self.node_grace_period = node_grace_period
         self.apiserver_host, self.apiserver_port = apiserver_host, apiserver_port
         self.cluster_cidr = cluster_cidr
 
     async def run(self) -> None:
         await bootstrap.ensure(self.client, apiserver_host=self.apiserver_host, apiserver_port=self.apiserver_port,
                                dns_port=self.dns_port)
+        await ensure_default_class(self.client)
         await asyncio.gather(
             bootstrap.run(self.client, apiserver_host=self.apiserver_host, apiserver_port=self.apiserver_port,
                           dns_port=self.dns_port),
@@ -42,4 +50,9 @@ class ControllerManager:
             GarbageCollector(self.client).run(),
             ServiceAccountsController(self.client, ca_pem=self.ca_pem).run(),
             ClusterRoleAggregationController(self.client).run(),
+            StatefulSetController(self.client).run(),
+            VolumeController(self.client).run(),
+            DisruptionController(self.client).run(),
+            NodeLifecycleController(self.client, grace_period=self.node_grace_period).run(),
+            *([ServiceLBController(self.client, pool=self.lb_pool).run()] if self.lb_pool else []),
         )

@@ -79,7 +79,7 @@ class Kubelet:
     def __init__(self, client: Any, *, node_name: str, node_ip: str, runtime: Any, network: Any,
                  cgroup_prefix: str, state_dir: Path, capacity: dict[str, str] | None = None,
                  kubelet_port: int = 10250, max_pods: int = 110, simulated_node: bool = False,
-                 stats_interval: float = stats.DEFAULT_INTERVAL):
+                 stats_interval: float = stats.DEFAULT_INTERVAL, status_interval: float = 10.0):
         self.client = client
         self.node_name, self.node_ip = node_name, node_ip
         self.runtime, self.network = runtime, network
@@ -92,6 +92,7 @@ class Kubelet:
         self.nodes = Informer(client, "nodes")
         self.queue = WorkQueue(base_delay=0.2, max_delay=10)
         self.tracks: dict[str, PodTrack] = {}   # by pod uid
+        self.status_interval = status_interval  # node status and Lease renewal (upstream: 10 s)
         self._tokens: dict[tuple[str, str], tuple[str, float, float]] = {}  # (pod uid, volume/path) -> token, issued, expires
         self.pods.add_handler(on_add=self._enqueue, on_update=lambda o, n: self._enqueue(n), on_delete=self._enqueue)
         self.nodes.add_handler(on_add=self._nodes_changed, on_update=lambda o, n: self._nodes_changed(n),
@@ -100,6 +101,7 @@ class Kubelet:
         self.ready = asyncio.Event()
         self._refs: dict[str, dict[tuple[str, str], Obj | None]] = {}
         self._uid_by_key: dict[str, str] = {}
+        self.local_path_root = volumes.local_path_root(self.state_dir.parent)  # local-path PersistentVolumes
         self.stats = stats.for_kubelet(self, simulated=simulated_node, interval=stats_interval)  # GET /stats/summary
 
     def _enqueue(self, pod: Obj) -> None:
@@ -111,7 +113,7 @@ class Kubelet:
     # -- node ----------------------------------------------------------------------------------
     async def _node_loop(self) -> None:
         while True:
-            await asyncio.sleep(10)
+            await asyncio.sleep(self.status_interval)
             try:
                 await nodestatus.heartbeat(self.client, node_name=self.node_name, node_ip=self.node_ip,
                                            capacity=self.capacity, kubelet_port=self.kubelet_port)
@@ -262,6 +264,7 @@ class Kubelet:
                 if e.code != 404:
                     raise
                 objects[(res, name)] = None
+        await volumes.resolve_claims(self.client, objects)
         for key, src in volumes.tokens_wanted(pod):
             objects[("token", key)] = await self._token(pod, key, src)
         base = self.state_dir / "pods" / pod["metadata"]["uid"]
@@ -620,6 +623,7 @@ class Kubelet:
                 await nodestatus.register(self.client, node_name=self.node_name, node_ip=self.node_ip,
                                           capacity=self.capacity, kubelet_port=self.kubelet_port)
                 await nodestatus.renew_lease(self.client, self.node_name)
+                await volumes.publish_local_path_root(self.client, self.node_name, self.local_path_root)
                 break
             except Exception as e:  # noqa: BLE001 - the apiserver may not be up yet
                 log.info("registering node %s: %r; retrying", self.node_name, e)
@@ -627,7 +631,9 @@ class Kubelet:
                 delay = min(delay * 2, 5.0)
         self._adopt()
         tasks = [asyncio.create_task(x) for x in (self.pods.run(), self.nodes.run(), self._node_loop(),
-                                                   self._routes_loop(), self._ticker(), self.stats.run())]
+                                                   self._routes_loop(), self._ticker(), self.stats.run(),
+                                                   volumes.local_path_gc(self.client, self.local_path_root, lambda: {
+                                                       p for t in self.tracks.values() for p in t.volumes.values()}))]
         try:
             await asyncio.gather(self.pods.wait_synced(), self.nodes.wait_synced())
             self._routes_dirty.set()

@@ -1,7 +1,14 @@
-"""Pod volumes on the node: emptyDir, hostPath, configMap, secret, downwardAPI and projected
+"""Pod volumes on the node: emptyDir, hostPath, configMap, secret, downwardAPI, projected
 (secret, configMap, downwardAPI and serviceAccountToken sources — the ``kube-api-access-*``
-volume every pod gets), bind-mounted into containers at their volumeMounts (with subPath
-and readOnly).
+volume every pod gets) and persistentVolumeClaim, bind-mounted into containers at their
+volumeMounts (with subPath and readOnly).
+
+A persistentVolumeClaim resolves claim → bound PersistentVolume → its ``hostPath`` (or
+``local``) path on this node, created on first mount; a claim that is not bound yet is a
+FailedMount and the pod waits. Local-path volumes live under the node's local-path root
+(``<agent data dir>/volumes``, published as a node annotation for the provisioner); the
+kubelet removes a directory there once its PersistentVolume is gone (reclaim Delete),
+since the data lives on the node.
 
 Each volume is a directory under the pod's kubelet dir (``volumes/<name>``), except hostPath,
 which is the host's path. File-backed volumes hold one file per key (or per ``items``
@@ -10,14 +17,21 @@ entry), rewritten when the data changes. ServiceAccount tokens are fetched by th
 """
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+from nanokube.api.errors import ApiError
 from nanokube.runtime.runtime import Mount
 
 Obj = dict[str, Any]
+log = logging.getLogger("nanokube.kubelet.volumes")
+ROOT_ANNOTATION = "nanokube.io/local-path-root"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
 class VolumeError(Exception):
@@ -150,7 +164,103 @@ def prepare(pod: Obj, base: Path, objects: dict[tuple[str, str], Any]) -> dict[s
         elif "projected" in v:
             _projected(pod, v, d, objects)
             out[name] = str(d)
+        elif "persistentVolumeClaim" in v:
+            out[name] = str(_claim_path(pod, v["persistentVolumeClaim"].get("claimName", ""), objects))
     return out
+
+
+def _claim_path(pod: Obj, claim_name: str, objects: dict[tuple[str, str], Any]) -> Path:
+    pvc = objects.get(("persistentvolumeclaims", claim_name))
+    if pvc is None:
+        raise VolumeError(f'persistentvolumeclaim "{claim_name}" not found')
+    if pvc["metadata"].get("deletionTimestamp"):
+        raise VolumeError(f'persistentvolumeclaim "{claim_name}" is being deleted')
+    vname = (pvc.get("spec") or {}).get("volumeName")
+    if not vname:
+        raise VolumeError(f'persistentvolumeclaim "{claim_name}" is not bound yet')
+    pv = objects.get(("persistentvolumes", vname))
+    if pv is None:
+        raise VolumeError(f'persistentvolume "{vname}" for claim "{claim_name}" not found')
+    spec = pv.get("spec") or {}
+    if not volume_on_node(pv, pod["spec"].get("nodeName") or ""):
+        raise VolumeError(f'persistentvolume "{vname}" is not available on node {pod["spec"].get("nodeName")}')
+    src = spec.get("hostPath") or spec.get("local")
+    if not src or not src.get("path"):
+        raise VolumeError(f'persistentvolume "{vname}": only hostPath and local volumes are supported')
+    p = Path(src["path"])
+    if not p.exists():
+        if "local" in spec or src.get("type") not in ("DirectoryOrCreate", None, ""):
+            raise VolumeError(f'persistentvolume "{vname}": path {p} does not exist on the node')
+        p.mkdir(parents=True, exist_ok=True)
+        p.chmod(0o777)  # any container user may write, as local-path-provisioner does
+    return p
+
+
+def volume_on_node(pv: Obj, node_name: str) -> bool:
+    """The volume's hostname node affinity allows this node (terms on other labels are the
+    scheduler's business: the kubelet has no labels to match them against)."""
+    terms = ((((pv.get("spec") or {}).get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms")) or []
+    host_terms = [t for t in terms if all(e.get("key") == HOSTNAME_LABEL for e in t.get("matchExpressions") or [])
+                  and not t.get("matchFields")]
+    if not terms or len(host_terms) != len(terms):
+        return True
+    for t in host_terms:
+        ok = True
+        for e in t.get("matchExpressions") or []:
+            vals = e.get("values") or []
+            op = e.get("operator")
+            ok = ok and ((op == "In" and node_name in vals) or (op == "NotIn" and node_name not in vals)
+                         or op == "Exists")
+        if ok:
+            return True
+    return False
+
+
+async def resolve_claims(client: Any, objects: dict[tuple[str, str], Any]) -> None:
+    """Add the PersistentVolumes of the bound claims in ``objects`` (claim → volume)."""
+    for (res, _), pvc in list(objects.items()):
+        vname = ((pvc or {}).get("spec") or {}).get("volumeName") if res == "persistentvolumeclaims" else None
+        if not vname:
+            continue
+        try:
+            objects[("persistentvolumes", vname)] = await client.get("persistentvolumes", vname)
+        except ApiError as e:
+            if e.code != 404:
+                raise
+            objects[("persistentvolumes", vname)] = None
+
+
+def local_path_root(data_dir: Path) -> Path:
+    return data_dir / "volumes"
+
+
+async def publish_local_path_root(client: Any, node_name: str, root: Path) -> None:
+    """Tell the provisioner where this node keeps local-path volumes (a node annotation)."""
+    root.mkdir(parents=True, exist_ok=True)
+    await client.patch("nodes", node_name, {"metadata": {"annotations": {ROOT_ANNOTATION: str(root)}}})
+
+
+def stale_local_paths(root: Path, live_volumes: set[str], in_use: set[str]) -> list[Path]:
+    """Directories under the local-path root whose PersistentVolume is gone and that no pod mounts."""
+    if not root.is_dir():
+        return []
+    return [d for d in sorted(root.iterdir()) if d.is_dir() and d.name.startswith("pvc-")
+            and d.name not in live_volumes and str(d) not in in_use]
+
+
+async def local_path_gc(client: Any, root: Path, in_use: Any, *, interval: float = 5.0) -> None:
+    """Remove reclaimed local-path directories now and then; ``in_use()`` gives mounted paths."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            live = {pv["metadata"]["name"] for pv in (await client.list("persistentvolumes"))["items"]}
+            for d in stale_local_paths(root, live, set(in_use())):
+                log.info("removing reclaimed local-path volume %s", d)
+                await asyncio.to_thread(shutil.rmtree, d, True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - next round
+            log.warning("local-path cleanup: %r", e)
 
 
 def referenced(pod: Obj) -> set[tuple[str, str]]:
@@ -160,6 +270,8 @@ def referenced(pod: Obj) -> set[tuple[str, str]]:
             refs.add(("configmaps", v["configMap"].get("name")))
         if "secret" in v:
             refs.add(("secrets", v["secret"].get("secretName")))
+        if "persistentVolumeClaim" in v:
+            refs.add(("persistentvolumeclaims", v["persistentVolumeClaim"].get("claimName")))
         for source in (v.get("projected") or {}).get("sources") or []:
             if "configMap" in source:
                 refs.add(("configmaps", source["configMap"].get("name")))

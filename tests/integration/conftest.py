@@ -105,14 +105,14 @@ class Cluster:
         return "\n".join(out)
 
 
-def start_cluster(tmp_path_factory, nodes: int = 3) -> Cluster:
+def start_cluster(tmp_path_factory, nodes: int = 3, *, extra: tuple[str, ...] = ()) -> Cluster:
     _need_root()
     # NK_TEST_CLUSTER_PREFIX lets whoever runs the tests tell their clusters apart (default "t").
     name = os.environ.get("NK_TEST_CLUSTER_PREFIX", "t") + secrets.token_hex(3)
     state = tmp_path_factory.mktemp("nk")
     c = Cluster(name, state, nodes)
     r = subprocess.run(NANOKUBE + ["up", "--isolated", "--detach", "--nodes", str(nodes), "--cluster", name,
-                                   "--state-dir", str(state), "--timeout", "90"],
+                                   "--state-dir", str(state), "--timeout", "90", *extra],
                        capture_output=True, text=True, timeout=150)
     if r.returncode != 0:
         tail = c.logs_tail()
