@@ -108,13 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--state-dir", type=Path, default=DEFAULT_STATE / "clusters")
     e.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
-    i = sub.add_parser("image", help="build and list local images")
-    isub = i.add_subparsers(dest="image_cmd", required=True)
-    ib = isub.add_parser("build", help="build an image from rootfs/ recipes (busybox)")
-    ib.add_argument("name", nargs="?", default="busybox")
-    ib.add_argument("--images-dir", type=Path, default=DEFAULT_STATE / "images")
-    il = isub.add_parser("list", help="list local images")
-    il.add_argument("--images-dir", type=Path, default=DEFAULT_STATE / "images")
+    from nanokube.cli.image import add_image_parser
+    add_image_parser(sub, images_dir=DEFAULT_STATE / "images")
     return p
 
 

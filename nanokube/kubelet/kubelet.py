@@ -31,6 +31,7 @@ from nanokube.client.informer import Informer, key_of
 from nanokube.client.workqueue import WorkQueue, run_workers
 from nanokube.network.routes import plan_routes
 from nanokube.runtime.runtime import ContainerConfig, ImageNotFound, Mount
+from nanokube.runtime import images
 from . import nodestatus, podspec, prober, probes, stats, status as podstatus, volumes
 
 log = logging.getLogger("nanokube.kubelet")
@@ -61,6 +62,8 @@ class ContainerTrack:
     probe: prober.ProbeState | None = None   # probe results of the running container
     probe_cid: str | None = None              # the container the probe workers watch
     killing: bool = False                     # a liveness kill is under way
+    pull_backoff: float = 0.0                 # image "pull" back-off (no registry: a missing image)
+    pull_retry_at: float = 0.0                # monotonic time of the next pull attempt
 
 
 @dataclass
@@ -424,6 +427,43 @@ class Kubelet:
         await self.runtime.stop(cid, grace_seconds=float(grace))
         self.queue.add(key_of(pod))
 
+    async def _image_missing(self, pod: Obj, c: Obj, t: ContainerTrack, view: podstatus.ContainerView) -> None:
+        """No local image: ErrImageNeverPull (policy Never), InvalidImageName, or — there is no
+        registry — a failed "pull" (ErrImagePull, Warning Failed), then ImagePullBackOff until
+        the back-off (10s doubling to 300s, as upstream) allows the next attempt."""
+        image, key = c["image"], key_of(pod)
+        fail = images.pull_failure(image, c.get("imagePullPolicy"))
+        view.restart_count = max(t.attempt, 0)
+        now = time.monotonic()
+
+        async def warn(reason: str, message: str, type: str = "Warning") -> None:
+            await emit(self.client, pod, reason=reason, type=type, component="kubelet", host=self.node_name,
+                       message=message)
+        if fail.reason != "ErrImagePull":  # ErrImageNeverPull / InvalidImageName: no pull, recheck later
+            if t.waiting is None or t.waiting[0] != fail.reason:
+                await warn(fail.reason, fail.event)
+            view.state = {"waiting": {"reason": fail.reason, "message": fail.message}}
+            t.waiting = (fail.reason, fail.message)
+            self.queue.add_after(key, 10)
+            return
+        if now < t.pull_retry_at:
+            msg = f'Back-off pulling image "{image}"'
+            if t.waiting is None or t.waiting[0] != "ImagePullBackOff":
+                await warn("BackOff", msg, type="Normal")
+                await warn("Failed", "Error: ImagePullBackOff")
+            view.state = {"waiting": {"reason": "ImagePullBackOff", "message": msg}}
+            t.waiting = ("ImagePullBackOff", msg)
+            self.queue.add_after(key, min(t.pull_retry_at - now + 0.1, 5))
+            return
+        await warn("Pulling", f'Pulling image "{image}"', type="Normal")
+        await warn("Failed", fail.event)
+        await warn("Failed", "Error: ErrImagePull")
+        t.pull_backoff = images.next_pull_backoff(t.pull_backoff)
+        t.pull_retry_at = now + t.pull_backoff
+        view.state = {"waiting": {"reason": "ErrImagePull", "message": fail.message}}
+        t.waiting = ("ErrImagePull", fail.message)
+        self.queue.add_after(key, 1)  # the next sync shows ImagePullBackOff, as upstream
+
     async def _start(self, pod: Obj, track: PodTrack, c: Obj, t: ContainerTrack, view: podstatus.ContainerView,
                      net: Any) -> podstatus.ContainerView:
         name = c["name"]
@@ -432,14 +472,9 @@ class Kubelet:
             base = self.runtime.resolve_argv(c["image"], c.get("command"), c.get("args"))
             img_env = self.runtime.image_env(c["image"])
         except ImageNotFound:
-            msg = f'Container image "{c["image"]}" is not present with pull policy of Never'
-            view.state = {"waiting": {"reason": "ErrImageNeverPull", "message": msg}}
-            if t.waiting is None or t.waiting[0] != "ErrImageNeverPull":
-                await emit(self.client, pod, reason="ErrImageNeverPull", type="Warning", component="kubelet",
-                           host=self.node_name, message=msg)
-            t.waiting = ("ErrImageNeverPull", msg)
-            view.restart_count = max(t.attempt, 0)
+            await self._image_missing(pod, c, t, view)
             return view
+        t.pull_backoff = 0.0
         try:
             await self._prefetch(pod, c)
             env = podspec.build_env(pod, c, image_env=img_env, pod_ip=net.ip, host_ip=self.node_ip,

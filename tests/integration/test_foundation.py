@@ -160,6 +160,7 @@ def test_unknown_image_and_taken_node_port(cluster):
           containers:
           - name: c
             image: registry.example/nothing:1.0
+            imagePullPolicy: Never
         """))
     def waiting():
         st = cluster.kjson("get", "pod", "noimage")["status"].get("containerStatuses") or []
