@@ -46,6 +46,24 @@ NODE = UserInfo("system:node:nanokube", "", ("system:nodes", "system:authenticat
 USER = web.RequestKey("user", UserInfo)
 
 
+_EVENTS: dict[tuple[int, str], tuple[Any, bytes]] = {}  # (id(obj), type) -> (obj, line)
+
+
+def _encode_event(ev_type: str, obj: Any, *, cache: bool = False) -> bytes:
+    """A watch event line. Every watcher of a change gets the same stored object, so encode it
+    once: the cache keeps the object alive (its id cannot be reused while cached)."""
+    key = (id(obj), ev_type)
+    hit = _EVENTS.get(key) if cache else None
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    line = json.dumps({"type": ev_type, "object": obj}, separators=(",", ":")).encode() + b"\n"
+    if cache:
+        if len(_EVENTS) >= 512:
+            _EVENTS.pop(next(iter(_EVENTS)))
+        _EVENTS[key] = (obj, line)
+    return line
+
+
 @dataclass
 class Target:
     resource: Resource
@@ -332,7 +350,7 @@ class ApiServer:
                 if _bool(q.get("watch")):
                     return await self.watch(request, t)
                 lst = reg.list(plural, namespace=ns, label_selector=q.get("labelSelector"),
-                               field_selector=q.get("fieldSelector"))
+                               field_selector=q.get("fieldSelector"), copy_items=False)
                 if wants_table(request):
                     tbl = table.to_table(plural, lst["items"], include_object=q.get("includeObject", "PartialObjectMetadata"))
                     tbl["metadata"] = lst["metadata"]
@@ -420,7 +438,8 @@ class ApiServer:
                                          "metadata": {"resourceVersion": rv,
                                                       "annotations": {"k8s.io/initial-events-end": "true"}}}))
         stream = self.registry.watch(t.resource.plural, namespace=t.namespace, resource_version=rv,
-                                     label_selector=q.get("labelSelector"), field_selector=q.get("fieldSelector"))
+                                     label_selector=q.get("labelSelector"), field_selector=q.get("fieldSelector"),
+                                     copy_items=False)
         resp = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
         # One pending __anext__ at a time, awaited with asyncio.wait: cancelling it (as
         # wait_for would on a timeout) would finalise the generator and end the watch.
@@ -435,7 +454,9 @@ class ApiServer:
         async def send(ev_type: str, obj: Any) -> None:
             if as_table and ev_type not in ("ERROR", "BOOKMARK"):
                 obj = table.to_table(t.resource.plural, [obj], include_object=q.get("includeObject", "PartialObjectMetadata"))
-            await resp.write(json.dumps({"type": ev_type, "object": obj}, separators=(",", ":")).encode() + b"\n")
+                await resp.write(_encode_event(ev_type, obj))
+                return
+            await resp.write(_encode_event(ev_type, obj, cache=ev_type in ("ADDED", "MODIFIED")))
 
         try:
             for ev in initial:

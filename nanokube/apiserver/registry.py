@@ -159,14 +159,16 @@ class Registry:
         return copy.deepcopy(got[0])
 
     def list(self, plural: str, *, namespace: str | None = None, label_selector: str | None = None,
-             field_selector: str | None = None) -> Obj:
+             field_selector: str | None = None, copy_items: bool = True) -> Obj:
+        """The matching objects. ``copy_items=False`` hands out the stored objects themselves,
+        for callers that only serialize them (the HTTP handler): they must not change them."""
         r = self._res(plural)
         flt = Filter(label_selector, field_selector)
         items, rev = self.store.list(self.prefix(r, namespace))
         return {
             "kind": r.list_kind, "apiVersion": r.api_version,
             "metadata": {"resourceVersion": str(rev)},
-            "items": [copy.deepcopy(v) for _, v, _ in items if flt(v)],
+            "items": [(copy.deepcopy(v) if copy_items else v) for _, v, _ in items if flt(v)],
         }
 
     # -- create ----------------------------------------------------------------------------
@@ -665,8 +667,11 @@ class Registry:
 
     # -- watch -----------------------------------------------------------------------------
     async def watch(self, plural: str, *, namespace: str | None = None, resource_version: str | None = None,
-                    label_selector: str | None = None, field_selector: str | None = None
-                    ) -> AsyncIterator[tuple[str, Obj]]:
+                    label_selector: str | None = None, field_selector: str | None = None,
+                    copy_items: bool = True) -> AsyncIterator[tuple[str, Obj]]:
+        """Events for the matching objects. With ``copy_items=False`` added and modified
+        objects are the stored ones, shared by every watcher (read-only: serialize only)."""
+        cp = copy.deepcopy if copy_items else (lambda o: o)
         r = self._res(plural)
         flt = Filter(label_selector, field_selector)
         prefix = self.prefix(r, namespace)
@@ -697,9 +702,9 @@ class Registry:
                 old_ok = flt(ev.prev_value) if ev.prev_value is not None else None
                 if ev.created:
                     if new_ok:
-                        yield "ADDED", copy.deepcopy(ev.value)
+                        yield "ADDED", cp(ev.value)
                 elif new_ok:
-                    yield ("ADDED" if old_ok is False else "MODIFIED"), copy.deepcopy(ev.value)
+                    yield ("ADDED" if old_ok is False else "MODIFIED"), cp(ev.value)
                 elif old_ok:
                     # Left the selection: to this watcher it is gone.
                     obj = copy.deepcopy(ev.value)
