@@ -40,6 +40,7 @@ PATCH_TYPES = {
     "application/strategic-merge-patch+json": "strategic",
     "application/apply-patch+yaml": "apply",
 }
+MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's limit on request bodies
 PUBLIC_PATHS = {"/healthz", "/livez", "/readyz"}  # the only paths anonymous requests may see
 ADMIN = UserInfo("system:admin", "", ("system:masters", "system:authenticated"))
 NODE = UserInfo("system:node:nanokube", "", ("system:nodes", "system:authenticated"))
@@ -132,7 +133,7 @@ class ApiServer:
         self.metrics_api = metrics_api.MetricsApi(registry, kubelet_token=kubelet_token, kubelet_port=kubelet_port)
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware], client_max_size=8 * 1024 * 1024)
+        app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         app.on_cleanup.append(self._cleanup)
         return app
@@ -191,6 +192,8 @@ class ApiServer:
             return await handler(request)
         except ApiError as e:
             return status_response(e)
+        except web.HTTPRequestEntityTooLarge:
+            return status_response(ApiError(413, "RequestEntityTooLarge", f"Request entity too large: limit is {MAX_BODY}"))
         except (web.HTTPException, asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as e:  # noqa: BLE001 - every failure leaves as a Status

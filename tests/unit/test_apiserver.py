@@ -70,3 +70,12 @@ async def test_unauthenticated_is_rejected(client):
         await anon.list("pods", namespace="default")
     await anon.close()
     assert e.value.code == 401
+
+
+async def test_oversized_body_is_413_and_stores_nothing(client):
+    big = {**CM, "metadata": {"name": "big"}, "data": {"k": "x" * (3 * 1024 * 1024 + 1)}}
+    with pytest.raises(ApiError) as e:
+        await client.create("configmaps", big, namespace="default")
+    assert e.value.code == 413 and e.value.reason == "RequestEntityTooLarge"
+    with pytest.raises(NotFound):
+        await client.get("configmaps", "big", namespace="default")
