@@ -353,7 +353,9 @@ class ApiServer:
                 if _bool(q.get("watch")):
                     return await self.watch(request, t)
                 lst = reg.list(plural, namespace=ns, label_selector=q.get("labelSelector"),
-                               field_selector=q.get("fieldSelector"), copy_items=False)
+                               field_selector=q.get("fieldSelector"), copy_items=False,
+                               limit=int(q["limit"]) if q.get("limit", "").isdigit() else None,
+                               continue_token=q.get("continue"))
                 if wants_table(request):
                     tbl = table.to_table(plural, lst["items"], include_object=q.get("includeObject", "PartialObjectMetadata"))
                     tbl["metadata"] = lst["metadata"]

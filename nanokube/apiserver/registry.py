@@ -8,6 +8,7 @@ ClusterIP and NodePort allocation, and watches with label/field selectors.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import datetime as dt
 import ipaddress
@@ -159,16 +160,34 @@ class Registry:
         return copy.deepcopy(got[0])
 
     def list(self, plural: str, *, namespace: str | None = None, label_selector: str | None = None,
-             field_selector: str | None = None, copy_items: bool = True) -> Obj:
+             field_selector: str | None = None, copy_items: bool = True, limit: int | None = None,
+             continue_token: str | None = None) -> Obj:
         """The matching objects. ``copy_items=False`` hands out the stored objects themselves,
-        for callers that only serialize them (the HTTP handler): they must not change them."""
+        for callers that only serialize them (the HTTP handler): they must not change them.
+
+        ``limit``/``continue_token`` page through the list in key order, as kubectl's chunked
+        LISTs do. A continuation lists what exists *now* after the last key served (upstream
+        serves the snapshot of the first page's revision while it is not compacted; we keep no
+        snapshots, so pages may reflect changes made in between)."""
         r = self._res(plural)
         flt = Filter(label_selector, field_selector)
         items, rev = self.store.list(self.prefix(r, namespace))
+        if continue_token:
+            try:
+                start = json.loads(base64.urlsafe_b64decode(continue_token.encode()))["start"]
+            except (ValueError, KeyError, TypeError):
+                raise bad_request("continue key is not valid: incorrect encoded start resourceVersion "
+                                  "(version meta.k8s.io/v1)") from None
+            items = [it for it in items if it[0] > start]
+        matched = [(k, v) for k, v, _ in items if flt(v)]
+        md: Obj = {"resourceVersion": str(rev)}
+        if limit and limit > 0 and len(matched) > limit:
+            md["continue"] = base64.urlsafe_b64encode(json.dumps({"rv": rev, "start": matched[limit - 1][0]}).encode()).decode()
+            md["remainingItemCount"] = len(matched) - limit
+            matched = matched[:limit]
         return {
-            "kind": r.list_kind, "apiVersion": r.api_version,
-            "metadata": {"resourceVersion": str(rev)},
-            "items": [(copy.deepcopy(v) if copy_items else v) for _, v, _ in items if flt(v)],
+            "kind": r.list_kind, "apiVersion": r.api_version, "metadata": md,
+            "items": [(copy.deepcopy(v) if copy_items else v) for _, v in matched],
         }
 
     # -- create ----------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""kubectl's typed commands (create deployment/configmap/secret/namespace/service, run, drain)
+"""kubectl's typed commands (create deployment/configmap/secret/namespace/service, run)
 against a real cluster. Their request bodies are Kubernetes protobuf, decoded by
-nanokube.api.protobuf; each test checks what `kubectl get -o json` returns afterwards."""
+nanokube.api.protobuf; each test checks what `kubectl get -o json` returns afterwards. Also
+kubectl's chunked LISTs (limit/continue)."""
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 
 import pytest
@@ -108,3 +110,12 @@ def test_run_pod(cluster):
     assert c["name"] == "solo" and c["image"] == "busybox" and c["args"] == ["sleep", "3600"]
     cluster.wait_for("solo Running", lambda: cluster.kjson("get", "pod", "solo")["status"].get("phase") == "Running",
                      timeout=90)
+
+
+def test_chunked_list(cluster):
+    for i in range(5):
+        cluster.kubectl("create", "configmap", f"chunk-{i}", "--from-literal=a=b")
+    names = cluster.kubectl("get", "cm", "--chunk-size=2", "-o", "name").stdout.split()
+    assert [n for n in names if "chunk-" in n] == [f"configmap/chunk-{i}" for i in range(5)]
+    page = json.loads(cluster.kubectl("get", "--raw", "/api/v1/namespaces/default/configmaps?limit=2").stdout)
+    assert len(page["items"]) == 2 and page["metadata"]["continue"] and page["metadata"]["remainingItemCount"] >= 3
