@@ -1,5 +1,9 @@
 """ReplicaSet controller: keep ``spec.replicas`` pods matching the selector (replica_set.go).
 
+A pod counts as available once it has been Ready for ``minReadySeconds`` (measured from its
+Ready condition's lastTransitionTime, as upstream); the ReplicaSet looks again when the next
+Ready pod crosses that line, since no watch event marks the moment.
+
 Pods are owned through a controller ownerReference; matching orphans are adopted. Creations
 and deletions in flight are remembered ("expectations") until the informer has seen them,
 so watch lag never makes the controller create or delete twice.
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime as dt
 import random
 import time
 from typing import Any
@@ -37,6 +42,31 @@ def pod_from_template(owner: Obj, template: Obj, *, kind: str, api_version: str,
         },
         "spec": copy.deepcopy(template.get("spec") or {}),
     }
+
+
+def ready_since(pod: Obj) -> dt.datetime | None:
+    """When the pod's Ready condition last turned True, or None if it is not Ready."""
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready" and c.get("status") == "True":
+            ts = c.get("lastTransitionTime")
+            if not ts:
+                return dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+            return dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    return None
+
+
+def available_at(pod: Obj, min_ready_seconds: int) -> dt.datetime | None:
+    """When a Ready pod counts as available (podutil.IsPodAvailable), or None if not Ready."""
+    since = ready_since(pod)
+    if since is None:
+        return None
+    return since if not min_ready_seconds else since + dt.timedelta(seconds=min_ready_seconds)
+
+
+def is_pod_available(pod: Obj, min_ready_seconds: int, now: dt.datetime) -> bool:
+    """Ready for at least minReadySeconds (upstream: Ready transition + minReadySeconds < now)."""
+    at = available_at(pod, min_ready_seconds)
+    return at is not None and (not min_ready_seconds or at < now)
 
 
 def deletion_rank(pod: Obj) -> tuple:
@@ -162,13 +192,21 @@ class ReplicaSetController(Controller):
 
     async def _status(self, rs: Obj, active: list[Obj], sel: list) -> None:
         ready = sum(1 for p in active if is_pod_ready(p))
+        mrs = rs["spec"].get("minReadySeconds", 0) or 0
+        now = dt.datetime.now(dt.timezone.utc)
+        available = sum(1 for p in active if is_pod_available(p, mrs, now))
+        if mrs and available < ready:
+            # Ready pods become available later: look again when the first of them does.
+            first = min(at for p in active if (at := available_at(p, mrs)) is not None and not at < now)
+            self.queue.add_after(f"{rs['metadata']['namespace']}/{rs['metadata']['name']}",
+                                 max(0.0, (first - now).total_seconds()) + 1.0)
         tmpl_labels = ((rs["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
         status = {
             "replicas": len(active),
             "fullyLabeledReplicas": sum(1 for p in active if all(
                 (p["metadata"].get("labels") or {}).get(k) == v for k, v in tmpl_labels.items())),
             "readyReplicas": ready,
-            "availableReplicas": ready,
+            "availableReplicas": available,
             "observedGeneration": rs["metadata"].get("generation", 1),
         }
         old = rs.get("status") or {}
