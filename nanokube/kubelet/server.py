@@ -48,6 +48,7 @@ class KubeletServer:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self.logs)
         app.router.add_get("/exec/{ns}/{pod}/{container}", self.exec)
+        app.router.add_get("/attach/{ns}/{pod}/{container}", self.attach)
         app.router.add_get("/stats/summary", lambda r: web.json_response(self.kubelet.stats.summary()))
         app.router.add_get("/portForward/{ns}/{pod}", self.port_forward)
         return app
@@ -99,6 +100,30 @@ class KubeletServer:
         flag = lambda k: q.get(k) in ("true", "1")  # noqa: E731
         return await streaming.serve_exec(request, self.kubelet.runtime.exec_argv(cid, command), command,
                                           stdin=flag("stdin"), tty=flag("tty"), root=f"/proc/{st.pid}/root")
+
+    async def attach(self, request: web.Request) -> web.StreamResponse:
+        ns, name, cname = request.match_info["ns"], request.match_info["pod"], request.match_info["container"]
+        if not streaming.negotiate(request):
+            return _status(400, "BadRequest", "attach needs a WebSocket upgrade with one of the subprotocols "
+                                              + ", ".join(streaming.PROTOCOLS))
+        pod = self.kubelet.pods.get(f"{ns}/{name}")
+        track = self.kubelet.tracks.get(pod["metadata"]["uid"]) if pod else None
+        t = track.containers.get(cname) if track else None
+        if t is None or t.attempt < 0:
+            return _status(404, "NotFound", f'container not found ("{cname}")')
+        cid = container_id(pod["metadata"]["uid"], cname, t.attempt)
+        rt = self.kubelet.runtime
+        if (await rt.status(cid)).state != "running":
+            return _status(400, "BadRequest", f'container "{cname}" in pod "{name}" is not running')
+        sock = rt.attach_socket(cid)
+
+        async def running() -> bool:
+            return (await rt.status(cid)).state == "running"
+
+        async def exit_code() -> int | None:
+            return (await rt.status(cid)).exit_code
+        return await streaming.serve_attach(request, sock_path=sock if sock.exists() else None, log_path=rt.log_path(cid),
+                                            running=running, exit_code=exit_code)
 
     async def port_forward(self, request: web.Request) -> web.StreamResponse:
         ns, name = request.match_info["ns"], request.match_info["pod"]

@@ -19,7 +19,8 @@ import pty
 import signal
 import struct
 import termios
-from typing import Any
+from pathlib import Path
+from typing import Any, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
@@ -178,6 +179,86 @@ async def serve_exec(request: web.Request, argv: list[str], command: list[str], 
             except OSError:
                 pass
     return ws
+
+
+async def serve_attach(request: web.Request, *, sock_path: Path | None, log_path: Path,
+                       running: Callable[[], Awaitable[bool]], exit_code: Callable[[], Awaitable[int | None]]
+                       ) -> web.WebSocketResponse:
+    """``kubectl attach`` (and ``kubectl run -it``): the container's own streams. An
+    interactive container's shim serves them on its attach socket (input, output, window
+    size); any other container is attached to its output, followed from its log."""
+    proto = negotiate(request)
+    ws = web.WebSocketResponse(protocols=(proto,) if proto else (), max_msg_size=0, autoping=True)
+    await ws.prepare(request)
+    try:
+        if sock_path is not None:
+            await _attach_socket(ws, sock_path)
+        else:
+            await _attach_log(ws, log_path, running)
+        if not ws.closed:
+            code = None
+            for _ in range(30):  # the shim records the exit just after its streams close
+                code = await exit_code()
+                if code is not None or await running():
+                    break
+                await asyncio.sleep(0.1)
+            await ws.send_bytes(bytes([ERROR]) + json.dumps(exit_status(code or 0, ["attach"])).encode())
+    finally:
+        await ws.close()
+    return ws
+
+
+async def _attach_socket(ws: web.WebSocketResponse, sock_path: Path) -> None:
+    reader, writer = await asyncio.open_unix_connection(str(sock_path))
+
+    def frame(typ: int, data: bytes) -> bytes:
+        return struct.pack(">BI", typ, len(data)) + data
+
+    async def from_container() -> None:
+        while True:
+            try:
+                head = await reader.readexactly(5)
+                typ, n = struct.unpack(">BI", head)
+                data = await reader.readexactly(n)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            await ws.send_bytes(bytes([typ]) + data)
+
+    async def from_client() -> None:
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY or not msg.data:
+                continue
+            ch, data = msg.data[0], msg.data[1:]
+            if ch in (STDIN, RESIZE):
+                writer.write(frame(ch, data))
+            elif ch == CLOSE and data[:1] == bytes([STDIN]):
+                writer.write(frame(CLOSE, b""))
+            await writer.drain()
+
+    tasks = [asyncio.create_task(from_container()), asyncio.create_task(from_client())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        writer.close()
+
+
+async def _attach_log(ws: web.WebSocketResponse, log_path: Path, running: Callable[[], Awaitable[bool]]) -> None:
+    reader = asyncio.create_task(ws.receive())  # notices the client leaving
+    with open(log_path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        while not reader.done():
+            line = f.readline()
+            if line:
+                parts = line.rstrip(b"\n").split(b" ", 3)
+                if len(parts) == 4:
+                    await ws.send_bytes(bytes([STDERR if parts[1] == b"stderr" else STDOUT]) + parts[3] + b"\n")
+                continue
+            if not await running():
+                break
+            await asyncio.sleep(0.2)
+    reader.cancel()
 
 
 def _write_all(fd: int, data: bytes) -> None:

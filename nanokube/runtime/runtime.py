@@ -54,6 +54,9 @@ class ContainerConfig:
     cpu_request_milli: int | None = None
     cpu_limit_milli: int | None = None
     memory_limit_bytes: int | None = None
+    stdin: bool = False       # interactive containers (kubectl run -it): the shim keeps attach.sock
+    stdin_once: bool = False
+    tty: bool = False
 
 
 @dataclass
@@ -122,6 +125,7 @@ class Runtime:
             "lower": str(img.rootfs), "netns": cfg.netns_path, "hostname": cfg.hostname,
             "mounts": [asdict(m) for m in cfg.mounts], "log": str(d / "container.log"),
             "cgroup_procs": procs, "oom_files": ooms,
+            "stdin": cfg.stdin, "stdinOnce": cfg.stdin_once, "tty": cfg.tty,
         }
         (d / "config.json").write_text(json.dumps(shim_cfg))
         (d / "meta.json").write_text(json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("env", "mounts")}))
@@ -209,6 +213,10 @@ class Runtime:
     def exec_argv(self, id: str, command: list[str]) -> list[str]:
         """The command line that runs ``command`` inside running container ``id`` (shim --exec)."""
         return [sys.executable, "-S", str(SHIM), "--exec", str(self.dir(id)), "--", *command]
+
+    def attach_socket(self, id: str) -> Path:
+        """The shim's attach socket of an interactive (stdin/tty) container."""
+        return self.dir(id) / "attach.sock"
 
     def list(self) -> list[str]:
         return sorted(p.name for p in self.state_dir.iterdir() if (p / "config.json").exists())

@@ -9,6 +9,13 @@ execs. The shim writes ``pid`` and ``started``, copies stdout/stderr into the lo
 format, and when the container exits writes ``exit.json`` — so a restarted kubelet can find
 running containers and learn how finished ones ended.
 
+A container with ``stdin`` or ``tty`` (``kubectl run -it``) gets a pipe or a pseudo-terminal
+(opened inside the container's own devpts and handed to the shim over a socketpair) as its
+standard streams, and the shim listens on ``attach.sock`` in the container dir: ``kubectl
+attach`` clients (through the kubelet) send input and window sizes and receive the output as
+it comes, in frames of (type byte, 4-byte length, payload): 0 stdin, 1 stdout, 2 stderr,
+4 resize (JSON), 255 end of input.
+
 ``shim.py --exec <container-dir> -- CMD...`` is ``kubectl exec``'s way in: it joins the
 container's cgroup and namespaces, takes its root, environment and working directory, drops
 the same capabilities, and runs CMD there, exiting with CMD's status.
@@ -93,20 +100,30 @@ def setup_root(cfg, root):
     os.rmdir("/.oldroot")
 
 
-def container_init(cfg, out_w, err_w, go_r):
+def container_init(cfg, out_w, err_w, go_r, stdin_r=None, pty_sock=None):
     """The child: wait for the shim to place us in the cgroup, then become the container."""
     try:
+        if pty_sock is not None:
+            import fcntl, socket, termios  # before pivot_root takes the host's modules out of reach
         os.read(go_r, 1)
         check(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC), "unshare")
         if cfg.get("hostname"):
             check(libc.sethostname(cfg["hostname"].encode(), len(cfg["hostname"].encode())), "sethostname")
         setup_root(cfg, cfg["dir"] + "/rootfs")
         os.chdir(cfg.get("cwd") or "/")
+        if pty_sock is not None:
+            master, slave = os.openpty()  # /dev/ptmx here is the container's own devpts
+            socket.send_fds(pty_sock, [b"m"], [master])
+            os.close(master)
+            os.setsid()
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+            for fd in (0, 1, 2):
+                os.dup2(slave, fd)
+        else:
+            os.dup2(stdin_r if stdin_r is not None else os.open("/dev/null", os.O_RDONLY), 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
         drop_privileges()
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
         env = dict(cfg["env"])
         os.execvpe(cfg["argv"][0], cfg["argv"], env)
     except FileNotFoundError as e:
@@ -115,6 +132,93 @@ def container_init(cfg, out_w, err_w, go_r):
     except BaseException as e:  # noqa: BLE001 - report anything to the log, never return
         os.write(err_w, f"container init: {e}\n".encode())
         os._exit(126 if isinstance(e, PermissionError) else 128)
+
+
+class Attach:
+    """attach.sock: input from attached clients to the container, its output to them."""
+
+    def __init__(self, path, stdin_fd, master, stdin_once):
+        import socket
+        import struct
+        self.struct = struct
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(8)
+        self.stdin_fd, self.master, self.stdin_once = stdin_fd, master, stdin_once
+        self.clients = {}  # fd -> [socket, unparsed bytes]
+
+    def fds(self):
+        return [self.sock.fileno()] + list(self.clients)
+
+    def handle(self, fd):
+        if fd == self.sock.fileno():
+            c, _ = self.sock.accept()
+            self.clients[c.fileno()] = [c, b""]
+            return
+        c, buf = self.clients[fd]
+        try:
+            data = c.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self.drop(fd)
+            return
+        buf += data
+        while len(buf) >= 5:
+            typ, n = self.struct.unpack(">BI", buf[:5])
+            if len(buf) < 5 + n:
+                break
+            payload, buf = buf[5:5 + n], buf[5 + n:]
+            if typ == 0 and self.stdin_fd is not None:
+                try:
+                    os.write(self.stdin_fd, payload)
+                except OSError:
+                    pass  # the container no longer reads its input
+            elif typ == 4 and self.master is not None:
+                import fcntl, termios
+                try:
+                    size = json.loads(payload)
+                    fcntl.ioctl(self.master, termios.TIOCSWINSZ,
+                                self.struct.pack("HHHH", int(size["Height"]), int(size["Width"]), 0, 0))
+                except (ValueError, KeyError, TypeError, OSError):
+                    pass
+            elif typ == 255:
+                self.end_input()
+        if fd in self.clients:
+            self.clients[fd][1] = buf
+
+    def end_input(self):
+        if self.master is None and self.stdin_fd is not None:  # a pipe: the container sees EOF
+            os.close(self.stdin_fd)
+            self.stdin_fd = None
+
+    def drop(self, fd):
+        c, _ = self.clients.pop(fd)
+        c.close()
+        if self.stdin_once:  # stdinOnce: input ends with the first attach session
+            self.end_input()
+
+    def broadcast(self, typ, data):
+        frame = self.struct.pack(">BI", typ, len(data)) + data
+        for fd, (c, _) in list(self.clients.items()):
+            try:
+                c.sendall(frame)
+            except OSError:
+                self.drop(fd)
+
+    def close(self):
+        for fd in list(self.clients):
+            self.clients.pop(fd)[0].close()
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 def drop_privileges():
@@ -193,14 +297,28 @@ def main():
         check(libc.setns(fd, CLONE_NEWNET), "setns net")
         os.close(fd)
     check(libc.unshare(CLONE_NEWPID), "unshare pid")
+    tty, want_stdin = bool(cfg.get("tty")), bool(cfg.get("stdin"))
+    if tty or want_stdin:
+        import socket  # only interactive containers pay for it
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     go_r, go_w = os.pipe()
+    in_r = in_w = psock = csock = None
+    if tty:
+        psock, csock = socket.socketpair()
+    elif want_stdin:
+        in_r, in_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(out_r), os.close(err_r), os.close(go_w)
-        container_init(cfg, out_w, err_w, go_r)
+        if in_w is not None:
+            os.close(in_w)
+        container_init(cfg, out_w, err_w, go_r, stdin_r=in_r, pty_sock=csock)
     os.close(out_w), os.close(err_w), os.close(go_r)
+    if in_r is not None:
+        os.close(in_r)
+    if csock is not None:
+        csock.close()
     for procs in cfg.get("cgroup_procs", []):
         try:
             with open(procs, "w") as f:
@@ -209,28 +327,47 @@ def main():
             log.write(f"{now()} stderr F shim: joining cgroup {procs}: {e}\n".encode())
     os.write(go_w, b"x")
     os.close(go_w)
+    master = None
+    if psock is not None:
+        _, fds, _, _ = socket.recv_fds(psock, 1, 1)  # empty if the container failed before its tty
+        master = fds[0] if fds else None
+        psock.close()
+    attach = Attach(f"{d}/attach.sock", master if master is not None else in_w, master,
+                    bool(cfg.get("stdinOnce"))) if (tty or want_stdin) else None
     with open(f"{d}/pid.tmp", "w") as f:
         f.write(f"{pid} {now()}")
     os.rename(f"{d}/pid.tmp", f"{d}/pid")
     # The shim ignores the signals meant for the container (stop() signals the container itself).
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, signal.SIG_IGN)
-    partial = {out_r: b"", err_r: b""}
     names = {out_r: b"stdout", err_r: b"stderr"}
-    open_fds = [out_r, err_r]
+    if master is not None:
+        names[master] = b"stdout"
+    partial = {fd: b"" for fd in names}
+    open_fds = list(names)
     while open_fds:
-        ready, _, _ = select.select(open_fds, [], [])
+        ready, _, _ = select.select(open_fds + (attach.fds() if attach else []), [], [])
         for fd in ready:
-            chunk = os.read(fd, 65536)
+            if fd not in names:
+                attach.handle(fd)
+                continue
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the last holder of the pty's other side is gone
+                chunk = b""
             if not chunk:
                 open_fds.remove(fd)
                 if partial[fd]:
                     log.write(now().encode() + b" " + names[fd] + b" F " + partial[fd] + b"\n")
                 continue
+            if attach:
+                attach.broadcast(1 if names[fd] == b"stdout" else 2, chunk)
             lines = (partial[fd] + chunk).split(b"\n")
             partial[fd] = lines.pop()
             stamp = now().encode()
-            log.write(b"".join(stamp + b" " + names[fd] + b" F " + line + b"\n" for line in lines))
+            log.write(b"".join(stamp + b" " + names[fd] + b" F " + line.rstrip(b"\r") + b"\n" for line in lines))
+    if attach:
+        attach.close()
     _, status = os.waitpid(pid, 0)
     finished = now()
     result = {"finishedAt": finished}

@@ -1,9 +1,10 @@
-"""``kubectl exec``, ``cp`` and ``port-forward`` against a real cluster.
+"""``kubectl exec``, ``cp``, ``attach`` / ``run -it`` and ``port-forward`` against a real cluster.
 
 exec: the command runs inside the container (its pid namespace, root, environment, cgroup and
 capabilities), output streams come back separated, stdin reaches it, a tty works, and the
 exit code comes back to kubectl. port-forward: bytes reach a server that listens only on the
 pod's loopback, several connections at once, intact; an unreachable port gives upstream's error.
+attach: an interactive container's own stdin and tty (``kubectl run -it --rm``), exit code and all.
 kubectl port-forward runs in the cluster's host-side namespace, and so does the client."""
 from __future__ import annotations
 
@@ -146,3 +147,31 @@ def test_port_forward_unreachable_port(cluster):
         assert "connection refused" in pf.text()
     finally:
         pf.stop()
+
+
+def test_run_it_attaches_to_the_containers_own_tty(cluster):
+    kubectl = " ".join(cluster._base("kubectl")) + " -- run -it --rm --restart=Never --pod-running-timeout=3m it1 --image=busybox -- sh"
+    # The input waits a moment: what is typed before kubectl has attached is not seen, as upstream.
+    p = subprocess.run(["sh", "-c", f"(sleep 10; printf 'echo hi-$((6*7))\\ntty\\nexit 3\\n') | script -qec '{kubectl}' /dev/null"],
+                       capture_output=True, text=True, timeout=240)
+    assert "hi-42" in p.stdout and "/dev/pts/0" in p.stdout, p.stdout + p.stderr
+    assert p.returncode == 3, p.stdout
+    cluster.wait_for("--rm to delete the pod", lambda: cluster.kubectl("get", "pod", "it1", check=False).returncode != 0)
+
+
+def test_run_i_pipes_stdin_and_attach_follows_output(cluster):
+    r = cluster.kubectl("run", "-i", "--rm", "--restart=Never", "it2", "--image=busybox", "--",
+                        "sh", "-c", "read x; echo got-$x; exit 4", input="hello\n", check=False, timeout=90)
+    assert "got-hello" in r.stdout and r.returncode == 4, r.stdout + r.stderr
+    cluster.kubectl("run", "ticker", "--image=busybox", "--", "sh", "-c", "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.5; done")
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/ticker", "--timeout=60s")
+    p = subprocess.Popen(cluster._base("kubectl") + ["--", "attach", "ticker"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=4)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGTERM)
+        out, _ = p.communicate(timeout=10)
+    ticks = [int(l.split("-")[1]) for l in out.split() if l.startswith("tick-")]
+    assert len(ticks) >= 3 and ticks == sorted(ticks), out  # live output, not the log's beginning
+    assert ticks[0] > 1
