@@ -229,7 +229,61 @@ def _secret(o: Obj) -> None:
     o.setdefault("type", "Opaque")
 
 
+def _limitrange(lr: Obj) -> None:
+    """SetDefaults_LimitRangeItem for ``type: Container``: default limit ← max, default
+    request ← default limit, else ← min."""
+    for item in (lr.get("spec") or {}).get("limits") or []:
+        if item.get("type") != "Container":
+            continue
+        d = item.setdefault("default", {})
+        dr = item.setdefault("defaultRequest", {})
+        for k, v in (item.get("max") or {}).items():
+            d.setdefault(k, v)
+        for k, v in d.items():
+            dr.setdefault(k, v)
+        for k, v in (item.get("min") or {}).items():
+            dr.setdefault(k, v)
+        if not d:
+            item.pop("default")
+        if not dr:
+            item.pop("defaultRequest")
+
+
+def hpa_scale_up_rules(r: Obj | None) -> Obj:
+    """GenerateHPAScaleUpRules: no window, the faster of +4 pods and +100 % per 15 s."""
+    r = dict(r or {})
+    r.setdefault("stabilizationWindowSeconds", 0)
+    r.setdefault("selectPolicy", "Max")
+    r.setdefault("policies", [{"type": "Pods", "value": 4, "periodSeconds": 15},
+                              {"type": "Percent", "value": 100, "periodSeconds": 15}])
+    return r
+
+
+def hpa_scale_down_rules(r: Obj | None) -> Obj:
+    """GenerateHPAScaleDownRules: a 300 s window, then down to anything per 15 s."""
+    r = dict(r or {})
+    r.setdefault("stabilizationWindowSeconds", 300)
+    r.setdefault("selectPolicy", "Max")
+    r.setdefault("policies", [{"type": "Percent", "value": 100, "periodSeconds": 15}])
+    return r
+
+
+def _hpa(o: Obj) -> None:
+    """SetDefaults_HorizontalPodAutoscaler (autoscaling/v2): minReplicas 1, cpu at 80 %, and a
+    given behavior completed with upstream's default scaling rules."""
+    spec = o.setdefault("spec", {})
+    spec.setdefault("minReplicas", 1)
+    if not spec.get("metrics"):
+        spec["metrics"] = [{"type": "Resource", "resource": {"name": "cpu", "target": {
+            "type": "Utilization", "averageUtilization": 80}}}]
+    if spec.get("behavior") is not None:
+        b = spec["behavior"]
+        b["scaleUp"], b["scaleDown"] = hpa_scale_up_rules(b.get("scaleUp")), hpa_scale_down_rules(b.get("scaleDown"))
+
+
 _BY_RESOURCE: dict[str, Callable[[Obj], None]] = {
+    "horizontalpodautoscalers": _hpa,
+    "limitranges": _limitrange,
     "pods": _pod,
     "deployments": _deployment,
     "replicasets": _replicaset,

@@ -56,7 +56,7 @@ def _add(r: Resource) -> None:
 
 _add(Resource("namespaces", "Namespace", "", "v1", False, ("ns",), ("status", "finalize")))
 _add(Resource("nodes", "Node", "", "v1", False, ("no",), ("status",)))
-_add(Resource("pods", "Pod", "", "v1", True, ("po",), ("status", "binding", "log", "exec", "portforward", "eviction"), categories=("all",)))
+_add(Resource("pods", "Pod", "", "v1", True, ("po",), ("status", "binding", "log", "exec", "attach", "portforward", "eviction"), categories=("all",)))
 _add(Resource("services", "Service", "", "v1", True, ("svc",), ("status",), categories=("all",)))
 _add(Resource("endpoints", "Endpoints", "", "v1", True, ("ep",)))
 _add(Resource("configmaps", "ConfigMap", "", "v1", True, ("cm",)))
@@ -74,6 +74,10 @@ _add(Resource("controllerrevisions", "ControllerRevision", "apps", "v1", True))
 _add(Resource("persistentvolumes", "PersistentVolume", "", "v1", False, ("pv",), ("status",)))
 _add(Resource("persistentvolumeclaims", "PersistentVolumeClaim", "", "v1", True, ("pvc",), ("status",)))
 _add(Resource("storageclasses", "StorageClass", "storage.k8s.io", "v1", False, ("sc",)))
+_add(Resource("limitranges", "LimitRange", "", "v1", True, ("limits",)))
+_add(Resource("resourcequotas", "ResourceQuota", "", "v1", True, ("quota",), ("status",)))
+_add(Resource("horizontalpodautoscalers", "HorizontalPodAutoscaler", "autoscaling", "v2", True, ("hpa",), ("status",),
+              categories=("all",)))
 
 _add(Resource("poddisruptionbudgets", "PodDisruptionBudget", "policy", "v1", True, ("pdb",), ("status",)))
 _add(Resource("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", "v1", False))

@@ -33,7 +33,8 @@ KINDS = [("core", "v1", k) for k in ("Namespace", "Node", "Pod", "Service", "End
          ("coordination", "v1", "Lease"), ("apps", "v1", "DaemonSet"), ("batch", "v1", "Job"),
          ("batch", "v1", "CronJob"), ("apps", "v1", "StatefulSet"), ("apps", "v1", "ControllerRevision"),
          ("core", "v1", "PersistentVolume"), ("core", "v1", "PersistentVolumeClaim"),
-         ("storage", "v1", "StorageClass")] + \
+         ("storage", "v1", "StorageClass"), ("core", "v1", "LimitRange"), ("core", "v1", "ResourceQuota"),
+         ("autoscaling", "v2", "HorizontalPodAutoscaler")] + \
         [("policy", "v1", "PodDisruptionBudget"), ("policy", "v1", "Eviction")] + \
         [("rbac", "v1", k) for k in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")] + \
         [("authorization", "v1", k) for k in ("SelfSubjectAccessReview", "SelfSubjectRulesReview",
@@ -43,7 +44,8 @@ KINDS = [("core", "v1", k) for k in ("Namespace", "Node", "Pod", "Service", "End
 FULL_GROUP = {"core": "", "coordination": "coordination.k8s.io", "storage": "storage.k8s.io", "rbac": "rbac.authorization.k8s.io",
               "authorization": "authorization.k8s.io", "authentication": "authentication.k8s.io"}
 # Model classes of the `kubernetes` client whose names are not "V1" + kind.
-CLASS_NAMES = {"Event": "CoreV1Event", "TokenRequest": "AuthenticationV1TokenRequest"}
+CLASS_NAMES = {"Event": "CoreV1Event", "TokenRequest": "AuthenticationV1TokenRequest",
+               "HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler"}
 
 # (field name, context) → (merge key, strategy); context is the top kind when it matters.
 _MERGE: dict[str, tuple[str | None, str]] = {
@@ -85,10 +87,11 @@ def _generate() -> dict[str, Any]:
     defs: dict[str, Any] = {}
 
     def defname(cls_name: str, group: str) -> str:
-        short = re.sub(r"^[A-Z][a-z]*V1(?=[A-Z])|^V1(?=[A-Z])", "", cls_name)  # V1Pod, CoreV1Event, AuthenticationV1TokenRequest
+        short = re.sub(r"^[A-Z][a-z]*V\d(?=[A-Z])|^V\d(?=[A-Z])", "", cls_name)  # V1Pod, CoreV1Event, V2MetricSpec
         if short in META_TYPES:
             return META + short
-        return f"io.k8s.api.{group}.v1.{short}"
+        ver = m.group(1) if (m := re.match(r"^(?:[A-Z][a-z]*)?V(\d)(?=[A-Z])", cls_name)) else "1"
+        return f"io.k8s.api.{group}.v{ver}.{short}"
 
     def typ(t: str, group: str) -> dict[str, Any]:
         if t.startswith("List["):

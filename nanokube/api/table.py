@@ -326,7 +326,50 @@ def _pdb(p: Obj, now: dt.datetime) -> list[Any]:
             st.get("disruptionsAllowed", 0), age(p, now)]
 
 
+def _quota(o: Obj, now: dt.datetime) -> list[Any]:
+    """printResourceQuota: ``name: used/hard`` pairs, limits.* in their own column."""
+    st = o.get("status") or {}
+    hard, used = st.get("hard") or {}, st.get("used") or {}
+    req, lim = [], []
+    for k in sorted(hard):
+        (lim if k.split(".")[0] == "limits" and "." in k else req).append(f"{k}: {used.get(k, '0')}/{hard[k]}")
+    return [o["metadata"]["name"], age(o, now), ", ".join(req), ", ".join(lim)]
+
+
+def _hpa_targets(spec: Obj, st: Obj) -> str:
+    """formatHPAMetrics (autoscaling/v2), for Resource metrics; other types by name only."""
+    specs, statuses = spec.get("metrics") or [], st.get("currentMetrics") or []
+    if not specs:
+        return "<none>"
+    out = []
+    for i, m in enumerate(specs):
+        res, cur = m.get("resource") or {}, ((statuses[i] if i < len(statuses) else {}).get("resource") or {}).get("current") or {}
+        tgt = res.get("target") or {}
+        if m.get("type") != "Resource":
+            out.append(f"{m.get('type', '')}: <unknown>")
+        elif tgt.get("averageValue") is not None:
+            out.append(f"{res.get('name')}: {cur.get('averageValue', '<unknown>')}/{tgt['averageValue']}")
+        else:
+            c = f"{cur['averageUtilization']}%" if cur.get("averageUtilization") is not None else "<unknown>"
+            t = f"{tgt['averageUtilization']}%" if tgt.get("averageUtilization") is not None else "<auto>"
+            out.append(f"{res.get('name')}: {c}/{t}")
+    return ", ".join(out[:2]) + (f" + {len(out) - 2} more..." if len(out) > 2 else "")
+
+
+def _hpa(o: Obj, now: dt.datetime) -> list[Any]:
+    spec, st = o.get("spec") or {}, o.get("status") or {}
+    ref = spec.get("scaleTargetRef") or {}
+    mn = spec.get("minReplicas")
+    return [o["metadata"]["name"], f"{ref.get('kind', '')}/{ref.get('name', '')}", _hpa_targets(spec, st),
+            "<unset>" if mn is None else str(mn), spec.get("maxReplicas", 0), st.get("currentReplicas", 0), age(o, now)]
+
+
 SIMPLE: dict[str, tuple[list[Obj], Callable[[Obj, dt.datetime], list[Any]]]] = {
+    "resourcequotas": ([_col("Name", fmt="name"), _col("Age"), _col("Request"), _col("Limit")], _quota),
+    "limitranges": ([_col("Name", fmt="name"), _col("Created At", "date")],
+                    lambda o, now: [o["metadata"]["name"], o["metadata"].get("creationTimestamp") or ""]),
+    "horizontalpodautoscalers": ([_col("Name", fmt="name"), _col("Reference"), _col("Targets"), _col("MinPods"),
+                                  _col("MaxPods", "integer"), _col("Replicas", "integer"), _col("Age")], _hpa),
     "poddisruptionbudgets": ([_col("Name", fmt="name"), _col("Min Available"), _col("Max Unavailable"),
                               _col("Allowed Disruptions", "integer"), _col("Age")], _pdb),
     "roles": ROLE_COLS, "clusterroles": ROLE_COLS, "rolebindings": BINDING_COLS, "clusterrolebindings": BINDING_COLS,

@@ -450,7 +450,70 @@ def _pdb(causes: Causes, obj: Obj) -> None:
                 invalid(causes, f"spec.{f}", v, "must not be greater than 100%")
 
 
+def _quantities(causes: Causes, values: Any, path: str) -> None:
+    """Each value of a ResourceList is a quantity ≥ 0."""
+    from nanokube.api.quantity import parse
+    for k, v in (values or {}).items():
+        try:
+            if parse(v) < 0:
+                invalid(causes, f"{path}[{k}]", v, "must be greater than or equal to 0")
+        except ValueError as e:
+            invalid(causes, f"{path}[{k}]", v, str(e).split(": ")[0])
+
+
+def _resourcequota(causes: Causes, o: Obj) -> None:
+    _quantities(causes, (o.get("spec") or {}).get("hard"), "spec.hard")
+
+
+def _limitrange(causes: Causes, o: Obj) -> None:
+    """ValidateLimitRange: valid quantities, and min ≤ default request ≤ default ≤ max."""
+    from nanokube.api.quantity import parse
+    for i, item in enumerate((o.get("spec") or {}).get("limits") or []):
+        path = f"spec.limits[{i}]"
+        if item.get("type") not in ("Container", "Pod", "PersistentVolumeClaim"):
+            not_supported(causes, f"{path}.type", item.get("type"), ["Container", "PersistentVolumeClaim", "Pod"])
+        n = len(causes)
+        for f in ("min", "max", "default", "defaultRequest", "maxLimitRequestRatio"):
+            _quantities(causes, item.get(f), f"{path}.{f}")
+        if len(causes) > n:
+            continue
+        mn, mx = item.get("min") or {}, item.get("max") or {}
+        for k in set(mn) & set(mx):
+            if parse(mn[k]) > parse(mx[k]):
+                invalid(causes, f"{path}.min[{k}]", mn[k], f"min value {mn[k]} is greater than max value {mx[k]}")
+        for f in ("default", "defaultRequest"):
+            for k, v in (item.get(f) or {}).items():
+                if k in mn and parse(v) < parse(mn[k]):
+                    invalid(causes, f"{path}.{f}[{k}]", v, f"min value {mn[k]} is greater than {f} value {v}")
+                if k in mx and parse(v) > parse(mx[k]):
+                    invalid(causes, f"{path}.{f}[{k}]", v, f"{f} value {v} is greater than max value {mx[k]}")
+
+
+def _hpa(causes: Causes, o: Obj) -> None:
+    """ValidateHorizontalPodAutoscalerSpec (autoscaling/v2)."""
+    spec = o.get("spec") or {}
+    ref = spec.get("scaleTargetRef") or {}
+    for f in ("kind", "name"):
+        if not ref.get(f):
+            required(causes, f"spec.scaleTargetRef.{f}")
+    mn, mx = spec.get("minReplicas"), spec.get("maxReplicas")
+    if mn is not None and mn < 1:
+        invalid(causes, "spec.minReplicas", mn, "must be greater than or equal to 1")
+    if not isinstance(mx, int) or mx < 1:
+        invalid(causes, "spec.maxReplicas", mx, "must be greater than 0")
+    elif mn is not None and mx < mn:
+        invalid(causes, "spec.maxReplicas", mx, "must be greater than or equal to `minReplicas`")
+    for i, m in enumerate(spec.get("metrics") or []):
+        tgt = (m.get("resource") or {}).get("target") or {}
+        u = tgt.get("averageUtilization")
+        if m.get("type") == "Resource" and u is not None and u <= 0:
+            invalid(causes, f"spec.metrics[{i}].resource.target.averageUtilization", u, "must be greater than 0")
+
+
 _BY_RESOURCE: dict[str, Callable[[Causes, Obj], None]] = {
+    "resourcequotas": _resourcequota,
+    "limitranges": _limitrange,
+    "horizontalpodautoscalers": _hpa,
     "poddisruptionbudgets": _pdb,
     "pods": _pod,
     "deployments": _deployment,

@@ -277,6 +277,8 @@ class ApiServer:
                     kind, verbs = "Pod", ["get"]
                 elif sub == "exec":
                     kind, verbs = "PodExecOptions", ["create", "get"]
+                elif sub == "attach":
+                    kind, verbs = "PodAttachOptions", ["create", "get"]
                 elif sub == "portforward":
                     kind, verbs = "PodPortForwardOptions", ["create", "get"]
                 elif sub == "token":
@@ -372,6 +374,11 @@ class ApiServer:
             return await self.pod_log(request, ns or "default", name)
         if sub == "exec" and plural == "pods" and m in ("GET", "POST"):
             return await self.pod_exec(request, ns or "default", name)
+        if sub == "attach" and plural == "pods" and m in ("GET", "POST"):
+            pod = reg.get("pods", name, namespace=ns or "default")
+            container, base = self._kubelet(pod, q.get("container"))
+            params = MultiDict((k, v) for k, v in q.items() if k in ("stdin", "stdout", "stderr", "tty"))
+            return await self._relay_ws(request, f"{base}/attach/{ns or 'default'}/{name}/{container}", params)
         if sub == "portforward" and plural == "pods" and m in ("GET", "POST"):
             return await self.pod_portforward(request, ns or "default", name)
         if sub == "eviction" and plural == "pods" and m == "POST":

@@ -25,17 +25,20 @@ from nanokube.api.errors import ApiError, Conflict, Invalid, NotFound, bad_reque
 from nanokube.api.resources import RESOURCES, Resource, resource as lookup
 from nanokube.api.selectors import matches, parse_label_selector
 from nanokube.store import Compacted, KeyExists, KeyNotFound, RevisionMismatch, Store
-from . import admission
+from . import admission, quota
 
 log = logging.getLogger("nanokube.registry")
 Obj = dict[str, Any]
 
 # Resources whose status is only written through the /status subresource (and reset on create).
 STATUS_SUBRESOURCE = {"pods", "services", "deployments", "replicasets", "namespaces", "nodes", "daemonsets", "jobs",
-                      "cronjobs", "statefulsets", "persistentvolumes", "persistentvolumeclaims"}
+                      "cronjobs", "statefulsets", "persistentvolumes", "persistentvolumeclaims", "resourcequotas",
+                      "horizontalpodautoscalers"}
 RESET_STATUS_ON_CREATE = {"pods", "services", "deployments", "replicasets", "daemonsets", "jobs", "cronjobs",
-                          "statefulsets", "persistentvolumes", "persistentvolumeclaims"}
-HAS_GENERATION = {"deployments", "replicasets", "pods", "services", "daemonsets", "jobs", "cronjobs", "statefulsets"}
+                          "statefulsets", "persistentvolumes", "persistentvolumeclaims", "resourcequotas",
+                          "horizontalpodautoscalers"}
+HAS_GENERATION = {"deployments", "replicasets", "pods", "services", "daemonsets", "jobs", "cronjobs", "statefulsets",
+                  "horizontalpodautoscalers"}
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 PVC_PROTECTION = "kubernetes.io/pvc-protection"
 NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
@@ -247,6 +250,7 @@ class Registry:
         if plural == "pods":
             await admission.service_account(self.store, obj, rng=self.rng)
             admission.default_tolerations(obj, self.default_toleration_seconds)
+            quota.admit_limit_ranges(self.store, obj)
         if plural == "persistentvolumeclaims":
             self._admit_claim(obj)
         self._validate(r, obj)
@@ -267,12 +271,17 @@ class Registry:
             md.pop("deletionTimestamp", None)
             if plural in HAS_GENERATION:
                 md["generation"] = 1
+            if r.namespaced:
+                # Under the lock, from the store: concurrent creates cannot both fit.
+                quota.check(self.store, plural, obj)
             if dry_run:
                 return obj
             try:
                 self.store.create(self.key(r, ns, md["name"]), obj, set_rv=_set_rv)
             except KeyExists:
                 raise Conflict(r.plural, md["name"], group=r.group, already_exists=True) from None
+            if r.namespaced:
+                quota.refresh_status(self.store, ns, plural, set_rv=_set_rv)
         return copy.deepcopy(obj)
 
     # -- update ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from nanokube.client.local import LocalClient
-from nanokube.store import SqliteStore
+from nanokube.store import Store, open_datastore
 from . import certs
 from .app import ApiServer
 from .registry import Registry
@@ -41,6 +41,8 @@ class ServerConfig:
     node_monitor_grace_period: float = 40.0  # a node silent this long is NotReady (Unknown) and tainted
     default_toleration_seconds: int = 300    # how long pods stay on a not-ready / unreachable node
     lb_pool: str | None = None             # LoadBalancer addresses, "first-last" or a CIDR (None: off)
+    datastore: str | None = None           # etcd://HOST:PORT[/prefix] or sqlite:///PATH (None: data_dir/state.db)
+    hpa_sync_period: float = 15.0          # how often the HPA controller reconciles each autoscaler
 
 
 async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
@@ -57,7 +59,7 @@ async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, s
 
     from nanokube.api.schema import load_schemas
     schemas = load_schemas(cfg.data_dir / "cache")
-    store = SqliteStore(cfg.data_dir / "state.db")
+    store = open_datastore(cfg.datastore, default_path=cfg.data_dir / "state.db")
     registry = Registry(store, schemas=schemas, service_cidr=cfg.service_cidr, node_port_range=cfg.node_port_range)
     registry.default_toleration_seconds = cfg.default_toleration_seconds
     from . import authn, policy
@@ -84,7 +86,8 @@ async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, s
         cm = ControllerManager(client, apiserver_host=cfg.advertise_address, apiserver_port=cfg.port,
                                cluster_cidr=cfg.cluster_cidr, dns_port=cfg.dns_port, ca_pem=pki["ca"].read_text(),
                                node_grace_period=cfg.node_monitor_grace_period,
-                               lb_pool=cfg.lb_pool)
+                               lb_pool=cfg.lb_pool, hpa_sync_period=cfg.hpa_sync_period,
+                               pod_metrics=lambda ns, sel: _pod_metrics(api, ns, sel))
         tasks.append(asyncio.create_task(cm.run(), name="controllers"))
         tasks.append(asyncio.create_task(Scheduler(client).run(), name="scheduler"))
     tasks.append(asyncio.create_task(_compactor(store), name="compactor"))
@@ -115,7 +118,12 @@ async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, s
     log.info("server stopped")
 
 
-async def _compactor(store: SqliteStore, *, every: float = 300.0, keep: int = 10000) -> None:
+async def _pod_metrics(api: ApiServer, ns: str, selector: str) -> list:
+    """PodMetrics of a namespace's pods, from the metrics API in-process (for the HPA)."""
+    return (await api.metrics_api.pods(ns, None, label_selector=selector or None))["items"]
+
+
+async def _compactor(store: Store, *, every: float = 300.0, keep: int = 10000) -> None:
     """Bound the log: keep the last ``keep`` revisions of history for watches to resume from."""
     while True:
         await asyncio.sleep(every)

@@ -51,11 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="port of the cluster DNS on the advertise address (UDP and TCP; 0 turns it off)")
     s.add_argument("--lb-pool", default=None, metavar="FIRST-LAST|CIDR",
                    help="addresses for type LoadBalancer Services, e.g. 172.30.0.200-172.30.0.250 (default: none)")
+    s.add_argument("--datastore", default=None, metavar="URL",
+                   help="etcd://HOST:PORT[/prefix] (etcd v3, this server its only writer) or sqlite:///PATH "
+                        "(default: SQLite in the data dir)")
 
     s.add_argument("--node-monitor-grace-period", type=float, default=40.0, metavar="SECONDS",
                    help="a node silent this long is marked NotReady and tainted (default %(default)s)")
     s.add_argument("--default-toleration-seconds", type=int, default=300, metavar="SECONDS",
                    help="how long pods stay on a not-ready or unreachable node (default %(default)s)")
+    s.add_argument("--hpa-sync-period", type=float, default=15.0, metavar="SECONDS",
+                   help="how often HorizontalPodAutoscalers are reconciled (default %(default)s)")
 
     a = sub.add_parser("agent", help="run a node: kubelet, kube-proxy and routes",
                        description="Run one node's agent: kubelet, kube-proxy and the host-gw route agent.")
@@ -89,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="passed to the server: a node silent this long is marked NotReady (default %(default)s)")
     u.add_argument("--default-toleration-seconds", type=int, default=300, metavar="SECONDS",
                    help="passed to the server: how long pods stay on an unreachable node (default %(default)s)")
+    u.add_argument("--hpa-sync-period", type=float, default=15.0, metavar="SECONDS",
+                   help="passed to the server: how often HPAs are reconciled (default %(default)s)")
 
     d = sub.add_parser("down", help="stop a local cluster and remove everything it made")
     d.add_argument("--cluster", default="nanokube")
@@ -128,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                            cluster_cidr=args.cluster_cidr, extra_sans=args.tls_san, dns_port=args.cluster_dns_port,
                            node_monitor_grace_period=args.node_monitor_grace_period,
                            default_toleration_seconds=args.default_toleration_seconds,
-                           token_auth_file=args.token_auth_file, lb_pool=args.lb_pool)
+                           token_auth_file=args.token_auth_file, lb_pool=args.lb_pool, datastore=args.datastore,
+                           hpa_sync_period=args.hpa_sync_period)
         asyncio.run(run_server(cfg))
         return 0
     if args.cmd == "agent":

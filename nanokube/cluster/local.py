@@ -174,7 +174,8 @@ def cmd_up(args: Any) -> int:
     netns_arg = ["--netns", net.host_netns] if net.host_netns else []
     sdir = cdir / "server"
     lifecycle = ["--node-monitor-grace-period", str(getattr(args, "node_monitor_grace_period", 40.0)),
-                 "--default-toleration-seconds", str(getattr(args, "default_toleration_seconds", 300))]
+                 "--default-toleration-seconds", str(getattr(args, "default_toleration_seconds", 300)),
+                 "--hpa-sync-period", str(getattr(args, "hpa_sync_period", 15.0))]
     _spawn(py + netns_arg + ["server", "--data-dir", str(sdir), "--bind", net.host_ip, "--bind", "127.0.0.1", *lifecycle,
                              "--advertise-address", net.host_ip, "--lb-pool", LB_POOL],
            cdir / "logs" / "server.log", cdir / "pids" / "server.pid")

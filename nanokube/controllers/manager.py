@@ -20,11 +20,15 @@ from .serviceaccounts import ServiceAccountsController
 from .statefulset import StatefulSetController
 from .volumes import VolumeController, ensure_default_class
 from .servicelb import ServiceLBController, parse_pool
+from .hpa import HPAController
+from .resourcequota import ResourceQuotaController
 
 
 class ControllerManager:
     def __init__(self, client: Any, *, apiserver_host: str, apiserver_port: int, cluster_cidr: str = "10.244.0.0/16",
-                 dns_port: int = 53, ca_pem: str = "", node_grace_period: float = 40.0, lb_pool: str | None = None):
+                 dns_port: int = 53, ca_pem: str = "", node_grace_period: float = 40.0, lb_pool: str | None = None,
+                 hpa_sync_period: float = 15.0, pod_metrics: Any = None):
+        self.hpa_sync_period, self.pod_metrics = hpa_sync_period, pod_metrics
         self.client = client
         self.lb_pool = parse_pool(lb_pool) if lb_pool else []
         self.dns_port = dns_port
@@ -55,4 +59,7 @@ class ControllerManager:
             DisruptionController(self.client).run(),
             NodeLifecycleController(self.client, grace_period=self.node_grace_period).run(),
             *([ServiceLBController(self.client, pool=self.lb_pool).run()] if self.lb_pool else []),
+            ResourceQuotaController(self.client).run(),
+            *([HPAController(self.client, metrics=self.pod_metrics, sync_period=self.hpa_sync_period).run()]
+              if self.pod_metrics else []),
         )

@@ -494,6 +494,7 @@ class Kubelet:
             hostname=podspec.hostname(pod), cgroup=f"{self._pod_cgroup(md['uid'])}/{name}",
             mounts=[Mount(str(files / "hosts"), "/etc/hosts"), Mount(str(files / "resolv.conf"), "/etc/resolv.conf"),
                     Mount(str(files / "hostname"), "/etc/hostname")] + volumes.mounts(c, track.volumes),
+            stdin=bool(c.get("stdin")), stdin_once=bool(c.get("stdinOnce")), tty=bool(c.get("tty")),
             **podspec.resources(c))
         if attempt == 0:
             await emit(self.client, pod, reason="Pulled", component="kubelet", host=self.node_name,
