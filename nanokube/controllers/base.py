@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Any
+import time
+from typing import Any, Callable
 
 from nanokube.client.informer import Informer, key_of
 from nanokube.client.workqueue import WorkQueue, run_workers
@@ -68,6 +69,30 @@ class Controller:
         finally:
             for t in tasks:
                 t.cancel()
+
+
+async def create_pods(client: Any, owner: Obj, pods: list[Obj], pending: dict[str, float], *, component: str) -> None:
+    """Create ``owner``'s pods concurrently, as upstream's controllers do: each is recorded in
+    ``pending`` (the controller's expectations) before its create, and forgotten again if the
+    create fails; SuccessfulCreate / FailedCreate events; the first error raises (retry)."""
+    from nanokube.api.errors import ApiError
+    from nanokube.client.events import emit
+
+    async def one(pod: Obj) -> None:
+        pending[pod["metadata"]["name"]] = time.monotonic()
+        try:
+            created = await client.create("pods", pod, namespace=owner["metadata"]["namespace"])
+        except ApiError as e:
+            pending.pop(pod["metadata"]["name"], None)
+            await emit(client, owner, reason="FailedCreate", type="Warning", component=component,
+                       message=f"Error creating: {e.message}")
+            raise
+        await emit(client, owner, reason="SuccessfulCreate", component=component,
+                   message=f"Created pod: {created['metadata']['name']}")
+    results = await asyncio.gather(*(one(p) for p in pods), return_exceptions=True)
+    errs = [r for r in results if isinstance(r, Exception)]
+    if errs:
+        raise errs[0]
 
 
 def split_key(key: str) -> tuple[str | None, str]:

@@ -12,7 +12,6 @@ flight are remembered until the informer sees them, so watch lag never doubles a
 """
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import math
@@ -25,7 +24,7 @@ from nanokube.client.events import emit
 from nanokube.scheduler.framework import NodeInfo
 from nanokube.scheduler.plugins import node_selector
 from nanokube.scheduler.plugins.taint_toleration import tolerates
-from .base import Controller, controller_ref, is_pod_ready, split_key
+from .base import Controller, controller_ref, create_pods, is_pod_ready, split_key
 from .replicaset import EXPECTATION_TTL, NAME_CHARS, pod_from_template
 
 Obj = dict[str, Any]
@@ -235,9 +234,7 @@ class DaemonSetController(Controller):
         await self._status(ds, nodes, verdict, node_pods, hash_)
 
     async def _create(self, key: str, ds: Obj, node_names: list[str], hash_: str) -> None:
-        pending = self._creating.setdefault(key, {})
-
-        async def one(node_name: str) -> None:
+        def for_node(node_name: str) -> Obj:
             pod = pod_from_template(ds, ds["spec"]["template"], kind="DaemonSet", api_version="apps/v1", rng=self.rng)
             pod["metadata"]["generateName"] = ds["metadata"]["name"] + "-"
             pod["metadata"]["labels"][HASH_LABEL] = hash_
@@ -248,20 +245,9 @@ class DaemonSetController(Controller):
             aff["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": [{"matchFields": [
                 {"key": "metadata.name", "operator": "In", "values": [node_name]}]}]}
             spec["nodeName"] = node_name
-            pending[pod["metadata"]["name"]] = time.monotonic()
-            try:
-                created = await self.client.create("pods", pod, namespace=ds["metadata"]["namespace"])
-            except ApiError as e:
-                pending.pop(pod["metadata"]["name"], None)
-                await emit(self.client, ds, reason="FailedCreate", type="Warning", component=COMPONENT,
-                           message=f"Error creating: {e.message}")
-                raise
-            await emit(self.client, ds, reason="SuccessfulCreate", component=COMPONENT,
-                       message=f"Created pod: {created['metadata']['name']}")
-        results = await asyncio.gather(*(one(n) for n in node_names), return_exceptions=True)
-        errs = [r for r in results if isinstance(r, Exception)]
-        if errs:
-            raise errs[0]
+            return pod
+        await create_pods(self.client, ds, [for_node(n) for n in node_names], self._creating.setdefault(key, {}),
+                          component=COMPONENT)
 
     async def _delete(self, ds: Obj, pod: Obj) -> None:
         md = pod["metadata"]

@@ -11,7 +11,6 @@ the clock; ``sync`` applies them.
 """
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime as dt
 import random
@@ -21,7 +20,7 @@ from typing import Any, Callable
 
 from nanokube.api.errors import ApiError
 from nanokube.client.events import emit
-from .base import Controller, controller_ref, is_pod_ready, split_key
+from .base import Controller, controller_ref, create_pods, is_pod_ready, split_key
 from .replicaset import EXPECTATION_TTL, NAME_CHARS
 
 Obj = dict[str, Any]
@@ -466,24 +465,8 @@ class JobController(Controller):
         return bool(c)
 
     async def _create(self, key: str, job: Obj, todo: list[int | None]) -> None:
-        pending = self._creating.setdefault(key, {})
-
-        async def one(index: int | None) -> None:
-            pod = pod_for_job(job, index=index, rng=self.rng)
-            pending[pod["metadata"]["name"]] = time.monotonic()
-            try:
-                created = await self.client.create("pods", pod, namespace=job["metadata"]["namespace"])
-            except ApiError as e:
-                pending.pop(pod["metadata"]["name"], None)
-                await emit(self.client, job, reason="FailedCreate", type="Warning", component=COMPONENT,
-                           message=f"Error creating: {e.message}")
-                raise
-            await emit(self.client, job, reason="SuccessfulCreate", component=COMPONENT,
-                       message=f"Created pod: {created['metadata']['name']}")
-        results = await asyncio.gather(*(one(i) for i in todo), return_exceptions=True)
-        errs = [r for r in results if isinstance(r, Exception)]
-        if errs:
-            raise errs[0]
+        pods = [pod_for_job(job, index=i, rng=self.rng) for i in todo]
+        await create_pods(self.client, job, pods, self._creating.setdefault(key, {}), component=COMPONENT)
 
     async def _delete_pod(self, job: Obj, pod: Obj, *, count: bool = True) -> None:
         """Delete an active pod. With ``count`` its finalizer stays, so the next sync counts it

@@ -10,7 +10,6 @@ so watch lag never makes the controller create or delete twice.
 """
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime as dt
 import random
@@ -20,7 +19,7 @@ from typing import Any
 from nanokube.api.errors import ApiError
 from nanokube.api.selectors import from_label_selector, matches
 from nanokube.client.events import emit
-from .base import Controller, controller_ref, is_active, is_pod_ready, split_key
+from .base import Controller, controller_ref, create_pods, is_active, is_pod_ready, split_key
 
 Obj = dict[str, Any]
 NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
@@ -157,24 +156,9 @@ class ReplicaSetController(Controller):
             "metadata": {"ownerReferences": refs, "uid": pod["metadata"]["uid"]}}, namespace=pod["metadata"]["namespace"])
 
     async def _create(self, key: str, rs: Obj, n: int) -> None:
-        pending = self._creating.setdefault(key, {})
-
-        async def one() -> None:
-            pod = pod_from_template(rs, rs["spec"]["template"], kind="ReplicaSet", api_version="apps/v1", rng=self.rng)
-            pending[pod["metadata"]["name"]] = time.monotonic()
-            try:
-                created = await self.client.create("pods", pod, namespace=rs["metadata"]["namespace"])
-            except ApiError as e:
-                pending.pop(pod["metadata"]["name"], None)
-                await emit(self.client, rs, reason="FailedCreate", type="Warning", component="replicaset-controller",
-                           message=f"Error creating: {e.message}")
-                raise
-            await emit(self.client, rs, reason="SuccessfulCreate", component="replicaset-controller",
-                       message=f"Created pod: {created['metadata']['name']}")
-        results = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
-        errs = [r for r in results if isinstance(r, Exception)]
-        if errs:
-            raise errs[0]
+        pods = [pod_from_template(rs, rs["spec"]["template"], kind="ReplicaSet", api_version="apps/v1", rng=self.rng)
+                for _ in range(n)]
+        await create_pods(self.client, rs, pods, self._creating.setdefault(key, {}), component="replicaset-controller")
 
     async def _delete(self, key: str, rs: Obj, victims: list[Obj]) -> None:
         pending = self._deleting.setdefault(key, {})

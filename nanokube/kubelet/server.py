@@ -79,14 +79,12 @@ class KubeletServer:
         lines.append(f"nanokube_stats_sample_duration_seconds {self.kubelet.stats.last_duration:.6f}")
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
-    async def exec(self, request: web.Request) -> web.StreamResponse:
+    async def _stream_target(self, request: web.Request, what: str) -> tuple[str, Any] | web.Response:
+        """The running container a stream request (exec, attach) is for: (id, status), or the
+        error response upstream's kubelet gives."""
         ns, name, cname = request.match_info["ns"], request.match_info["pod"], request.match_info["container"]
-        q = request.query
-        command = q.getall("command", [])
-        if not command:
-            return _status(400, "BadRequest", "you must specify at least 1 command")
         if not streaming.negotiate(request):
-            return _status(400, "BadRequest", "exec needs a WebSocket upgrade with one of the subprotocols "
+            return _status(400, "BadRequest", f"{what} needs a WebSocket upgrade with one of the subprotocols "
                                               + ", ".join(streaming.PROTOCOLS))
         pod = self.kubelet.pods.get(f"{ns}/{name}")
         track = self.kubelet.tracks.get(pod["metadata"]["uid"]) if pod else None
@@ -97,24 +95,27 @@ class KubeletServer:
         st = await self.kubelet.runtime.status(cid)
         if st.state != "running":
             return _status(400, "BadRequest", f'container "{cname}" in pod "{name}" is not running')
+        return cid, st
+
+    async def exec(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        command = q.getall("command", [])
+        if not command:
+            return _status(400, "BadRequest", "you must specify at least 1 command")
+        target = await self._stream_target(request, "exec")
+        if isinstance(target, web.Response):
+            return target
+        cid, st = target
         flag = lambda k: q.get(k) in ("true", "1")  # noqa: E731
         return await streaming.serve_exec(request, self.kubelet.runtime.exec_argv(cid, command), command,
                                           stdin=flag("stdin"), tty=flag("tty"), root=f"/proc/{st.pid}/root")
 
     async def attach(self, request: web.Request) -> web.StreamResponse:
-        ns, name, cname = request.match_info["ns"], request.match_info["pod"], request.match_info["container"]
-        if not streaming.negotiate(request):
-            return _status(400, "BadRequest", "attach needs a WebSocket upgrade with one of the subprotocols "
-                                              + ", ".join(streaming.PROTOCOLS))
-        pod = self.kubelet.pods.get(f"{ns}/{name}")
-        track = self.kubelet.tracks.get(pod["metadata"]["uid"]) if pod else None
-        t = track.containers.get(cname) if track else None
-        if t is None or t.attempt < 0:
-            return _status(404, "NotFound", f'container not found ("{cname}")')
-        cid = container_id(pod["metadata"]["uid"], cname, t.attempt)
+        target = await self._stream_target(request, "attach")
+        if isinstance(target, web.Response):
+            return target
+        cid, _ = target
         rt = self.kubelet.runtime
-        if (await rt.status(cid)).state != "running":
-            return _status(400, "BadRequest", f'container "{cname}" in pod "{name}" is not running')
         sock = rt.attach_socket(cid)
 
         async def running() -> bool:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from nanokube.api.schema import load_schemas
 from nanokube.apiserver.registry import Registry
 from nanokube.client.local import LocalClient
 from nanokube.controllers.manager import ControllerManager
 from nanokube.scheduler.scheduler import Scheduler, schedule_one, unschedulable_message
 from nanokube.scheduler.framework import NodeInfo
 from nanokube.store import MemoryStore
+from .helpers import until
 
 DEPLOY = {
     "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
@@ -26,22 +26,6 @@ def node(name, cpu="2", ready=True):
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
             "status": {"allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"},
                        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
-
-
-@pytest.fixture(scope="session")
-def schemas(tmp_path_factory):
-    return load_schemas(tmp_path_factory.mktemp("schemas"))
-
-
-async def until(fn, timeout=5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        v = await fn()
-        if v:
-            return v
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met; last {v!r}")
-        await asyncio.sleep(0.02)
 
 
 async def mark_ready(c, pods):

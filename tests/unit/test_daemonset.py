@@ -5,12 +5,12 @@ import copy
 
 import pytest
 
-from nanokube.api.schema import load_schemas
 from nanokube.apiserver.registry import Registry
 from nanokube.client.local import LocalClient
 from nanokube.controllers.daemonset import (HASH_LABEL, DaemonSetController, plan_rolling_update, should_run,
                                             template_hash)
 from nanokube.store import MemoryStore
+from .helpers import until
 
 NS = "default"
 
@@ -77,22 +77,6 @@ def test_plan_rolling_update():
     pods = {n: [_pod(f"p-{n}", n, "old")] for n in ("a", "b", "c")}
     assert len(plan_rolling_update(d, pods, {"a", "b", "c"}, "new")) == 3
     assert template_hash({"a": 1}) == template_hash({"a": 1}) != template_hash({"a": 2})
-
-
-@pytest.fixture(scope="module")
-def schemas(tmp_path_factory):
-    return load_schemas(tmp_path_factory.mktemp("schemas"))
-
-
-async def until(fn, timeout=5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        v = await fn()
-        if v:
-            return v
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met; last {v!r}")
-        await asyncio.sleep(0.02)
 
 
 async def live_pods(c):

@@ -185,28 +185,12 @@ def test_pod_available_after_min_ready_seconds():
 # -- the controllers together over a memory store (no kubelets: the test plays the kubelet) ---------
 import asyncio  # noqa: E402
 
-from nanokube.api.schema import load_schemas  # noqa: E402
 from nanokube.apiserver.registry import Registry  # noqa: E402
 from nanokube.client.local import LocalClient  # noqa: E402
 from nanokube.controllers.deployment import DeploymentController  # noqa: E402
 from nanokube.controllers.replicaset import ReplicaSetController  # noqa: E402
 from nanokube.store import MemoryStore  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def schemas(tmp_path_factory):
-    return load_schemas(tmp_path_factory.mktemp("schemas"))
-
-
-async def _until(fn, timeout=8.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        v = await fn()
-        if v:
-            return v
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met; last {v!r}")
-        await asyncio.sleep(0.02)
+from .helpers import until as _until
 
 
 async def _harness(schemas):

@@ -9,7 +9,6 @@ import datetime as dt
 
 import pytest
 
-from nanokube.api.schema import load_schemas
 from nanokube.apiserver.registry import Registry
 from nanokube.client.local import LocalClient
 from nanokube.controllers.cronjob import SCHEDULED_ANNOTATION, CronJobController, plan_history
@@ -17,6 +16,7 @@ from nanokube.controllers.garbagecollector import GarbageCollector
 from nanokube.controllers.job import (TRACKING_FINALIZER, JobController, failure_reason, format_indexes, parse_indexes,
                                      plan_pods)
 from nanokube.store import MemoryStore
+from .helpers import until
 
 NS = "default"
 
@@ -25,11 +25,6 @@ def job(name="j", **spec):
     s = {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}
     s.update(spec)
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": s}
-
-
-@pytest.fixture(scope="module")
-def schemas(tmp_path_factory):
-    return load_schemas(tmp_path_factory.mktemp("schemas"))
 
 
 class Clock:
@@ -56,17 +51,6 @@ async def cp(schemas):
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def until(fn, timeout=5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        v = await fn()
-        if v:
-            return v
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met; last {v!r}")
-        await asyncio.sleep(0.02)
 
 
 async def pods_of(c, name):

@@ -8,7 +8,6 @@ import copy
 import pytest
 
 from nanokube.api.errors import ApiError
-from nanokube.api.schema import load_schemas
 from nanokube.api.table import to_table
 from nanokube.apiserver.registry import Registry
 from nanokube.client.local import LocalClient
@@ -21,6 +20,7 @@ from nanokube.kubelet import volumes as kvolumes
 from nanokube.scheduler.framework import NodeInfo
 from nanokube.scheduler.plugins.volume_binding import make_filter, volume_fits_node
 from nanokube.store import MemoryStore
+from .helpers import until
 
 NS = "default"
 
@@ -218,20 +218,6 @@ def test_kubelet_claim_volume(tmp_path):
 
 
 # -- against the registry ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def schemas(tmp_path_factory):
-    return load_schemas(tmp_path_factory.mktemp("schemas"))
-
-
-async def until(fn, timeout=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        v = await fn()
-        if v:
-            return v
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met; last {v!r}")
-        await asyncio.sleep(0.02)
 
 
 async def setup(schemas):
