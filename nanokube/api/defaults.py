@@ -164,6 +164,17 @@ def _replicaset(o: Obj) -> None:
     o.setdefault("status", {}).setdefault("replicas", 0)
 
 
+def _replicationcontroller(o: Obj) -> None:
+    """As upstream: a missing selector (and missing labels) default to the template's labels."""
+    s = o.setdefault("spec", {})
+    tmpl_labels = ((s.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    if not s.get("selector") and tmpl_labels:
+        s["selector"] = dict(tmpl_labels)
+    if not (o.setdefault("metadata", {}).get("labels")) and tmpl_labels:
+        o["metadata"]["labels"] = dict(tmpl_labels)
+    _replicaset(o)
+
+
 def _statefulset(o: Obj) -> None:
     s = o.setdefault("spec", {})
     s.setdefault("replicas", 1)
@@ -287,6 +298,7 @@ _BY_RESOURCE: dict[str, Callable[[Obj], None]] = {
     "pods": _pod,
     "deployments": _deployment,
     "replicasets": _replicaset,
+    "replicationcontrollers": _replicationcontroller,
     "jobs": _job,
     "cronjobs": _cronjob,
     "daemonsets": _daemonset,

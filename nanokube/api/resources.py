@@ -63,6 +63,8 @@ _add(Resource("configmaps", "ConfigMap", "", "v1", True, ("cm",)))
 _add(Resource("secrets", "Secret", "", "v1", True))
 _add(Resource("events", "Event", "", "v1", True, ("ev",)))
 _add(Resource("serviceaccounts", "ServiceAccount", "", "v1", True, ("sa",), ("token",)))
+_add(Resource("replicationcontrollers", "ReplicationController", "", "v1", True, ("rc",), ("status", "scale"),
+              categories=("all",)))
 _add(Resource("deployments", "Deployment", "apps", "v1", True, ("deploy",), ("status", "scale"), categories=("all",)))
 _add(Resource("replicasets", "ReplicaSet", "apps", "v1", True, ("rs",), ("status", "scale"), categories=("all",)))
 _add(Resource("leases", "Lease", "coordination.k8s.io", "v1", True))

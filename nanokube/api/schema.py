@@ -28,7 +28,7 @@ META_TYPES = {"ObjectMeta", "ListMeta", "LabelSelector", "LabelSelectorRequireme
 # Top-level kinds we serve, per group, as upstream names them; nested types take the group
 # of the first kind (in this order) that reaches them.
 KINDS = [("core", "v1", k) for k in ("Namespace", "Node", "Pod", "Service", "Endpoints", "ConfigMap", "Secret",
-                                      "Event", "ServiceAccount", "Binding")] + \
+                                      "Event", "ServiceAccount", "Binding", "ReplicationController")] + \
         [("apps", "v1", "Deployment"), ("apps", "v1", "ReplicaSet"), ("autoscaling", "v1", "Scale"),
          ("coordination", "v1", "Lease"), ("apps", "v1", "DaemonSet"), ("batch", "v1", "Job"),
          ("batch", "v1", "CronJob"), ("apps", "v1", "StatefulSet"), ("apps", "v1", "ControllerRevision"),

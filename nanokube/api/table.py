@@ -197,6 +197,13 @@ def _label_selector_s(sel: Obj | None) -> str:
     return to_string(sel) or "<none>"
 
 
+def _rc(r: Obj, now: dt.datetime) -> list[Any]:
+    spec, st = r.get("spec") or {}, r.get("status") or {}
+    names, images = _containers(spec)
+    return [r["metadata"]["name"], spec.get("replicas", 0), st.get("replicas", 0), st.get("readyReplicas", 0),
+            age(r, now), names, images, _selector_s(spec.get("selector"))]
+
+
 def _replicaset(r: Obj, now: dt.datetime) -> list[Any]:
     spec, st = r.get("spec") or {}, r.get("status") or {}
     names, images = _containers(spec)
@@ -380,6 +387,9 @@ SIMPLE: dict[str, tuple[list[Obj], Callable[[Obj, dt.datetime], list[Any]]]] = {
     "deployments": ([_col("Name", fmt="name"), _col("Ready"), _col("Up-to-date", "integer"), _col("Available", "integer"),
                      _col("Age"), _col("Containers", priority=1), _col("Images", priority=1),
                      _col("Selector", priority=1)], _deployment),
+    "replicationcontrollers": ([_col("Name", fmt="name"), _col("Desired", "integer"), _col("Current", "integer"),
+                                _col("Ready", "integer"), _col("Age"), _col("Containers", priority=1),
+                                _col("Images", priority=1), _col("Selector", priority=1)], lambda o, now: _rc(o, now)),
     "replicasets": ([_col("Name", fmt="name"), _col("Desired", "integer"), _col("Current", "integer"),
                      _col("Ready", "integer"), _col("Age"), _col("Containers", priority=1),
                      _col("Images", priority=1), _col("Selector", priority=1)], _replicaset),

@@ -202,6 +202,21 @@ def _replicaset(causes: Causes, o: Obj) -> None:
     _selector_matches_template(causes, o, required_selector=True)
 
 
+def _replicationcontroller(causes: Causes, o: Obj) -> None:
+    """spec.selector is a plain map here; it must select the template's labels."""
+    spec = o.get("spec") or {}
+    sel = spec.get("selector") or {}
+    tmpl_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    if not sel:
+        required(causes, "spec.selector")
+    elif any(tmpl_labels.get(k) != v for k, v in sel.items()):
+        invalid(causes, "spec.template.metadata.labels", tmpl_labels, "`selector` does not match template `labels`")
+    reps = spec.get("replicas")
+    if reps is not None and (not isinstance(reps, int) or reps < 0):
+        invalid(causes, "spec.replicas", reps, "must be greater than or equal to 0")
+    check_pod_spec(causes, (spec.get("template") or {}).get("spec") or {}, "spec.template.spec")
+
+
 def _daemonset(causes: Causes, o: Obj) -> None:
     _selector_matches_template(causes, o, required_selector=True)
     us = ((o.get("spec") or {}).get("updateStrategy") or {})
@@ -518,6 +533,7 @@ _BY_RESOURCE: dict[str, Callable[[Causes, Obj], None]] = {
     "pods": _pod,
     "deployments": _deployment,
     "replicasets": _replicaset,
+    "replicationcontrollers": _replicationcontroller,
     "daemonsets": _daemonset,
     "jobs": _job,
     "cronjobs": _cronjob,

@@ -43,7 +43,7 @@ DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 PVC_PROTECTION = "kubernetes.io/pvc-protection"
 NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 for _set in (STATUS_SUBRESOURCE, RESET_STATUS_ON_CREATE, HAS_GENERATION):
-    _set.add("poddisruptionbudgets")
+    _set.update(("poddisruptionbudgets", "replicationcontrollers"))
 
 
 def now_rfc3339(clock: Callable[[], dt.datetime] | None = None) -> str:
@@ -457,7 +457,8 @@ class Registry:
     def get_scale(self, plural: str, name: str, *, namespace: str | None = None) -> Obj:
         obj = self.get(plural, name, namespace=namespace)
         md = obj["metadata"]
-        sel = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        sel = (obj.get("spec") or {}).get("selector") or {}
+        sel = sel if plural == "replicationcontrollers" else (sel.get("matchLabels") or {})  # a plain map on RCs
         return {
             "kind": "Scale", "apiVersion": "autoscaling/v1",
             "metadata": {"name": md["name"], "namespace": md.get("namespace"), "uid": md.get("uid"),
@@ -468,7 +469,7 @@ class Registry:
         }
 
     async def _update_scale(self, r: Resource, ns: str | None, name: str, scale: Obj, *, dry_run: bool) -> Obj:
-        if r.plural not in ("deployments", "replicasets", "statefulsets"):
+        if r.plural not in ("deployments", "replicasets", "statefulsets", "replicationcontrollers"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         replicas = (scale.get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or replicas < 0:

@@ -17,7 +17,7 @@ from nanokube.api.resources import for_kind
 log = logging.getLogger("nanokube.gc")
 Obj = dict[str, Any]
 DEPENDENT_RESOURCES = ("pods", "replicasets", "jobs", "controllerrevisions", "persistentvolumeclaims")
-OWNER_RESOURCES = ("replicasets", "deployments", "daemonsets", "jobs", "cronjobs", "statefulsets")
+OWNER_RESOURCES = ("replicationcontrollers", "replicasets", "deployments", "daemonsets", "jobs", "cronjobs", "statefulsets")
 
 
 class GarbageCollector:

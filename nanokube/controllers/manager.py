@@ -15,7 +15,7 @@ from .garbagecollector import GarbageCollector
 from .job import JobController
 from .nodeipam import NodeIpamController
 from .nodelifecycle import NodeLifecycleController
-from .replicaset import ReplicaSetController
+from .replicaset import ReplicaSetController, ReplicationControllerController
 from .serviceaccounts import ServiceAccountsController
 from .statefulset import StatefulSetController
 from .volumes import VolumeController, ensure_default_class
@@ -46,6 +46,7 @@ class ControllerManager:
                           dns_port=self.dns_port),
             NodeIpamController(self.client, cluster_cidr=self.cluster_cidr).run(),
             ReplicaSetController(self.client).run(),
+            ReplicationControllerController(self.client).run(),
             DeploymentController(self.client).run(),
             DaemonSetController(self.client).run(),
             JobController(self.client).run(),

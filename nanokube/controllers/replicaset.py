@@ -83,11 +83,12 @@ def _neg(ts: str) -> tuple:
 class ReplicaSetController(Controller):
     name = "replicaset"
     workers = 2
+    resource, kind, api_version, component = "replicasets", "ReplicaSet", "apps/v1", "replicaset-controller"
 
     def __init__(self, client: Any, *, rng: random.Random | None = None):
         super().__init__(client)
         self.rng = rng or random.Random()
-        self.rs = self.informer("replicasets")
+        self.rs = self.informer(self.resource)
         self.pods = self.informer("pods")
         self.enqueue_handlers(self.rs)
         self.pods.add_handler(on_add=self._pod_changed, on_update=lambda o, n: (self._pod_changed(o), self._pod_changed(n)),
@@ -95,15 +96,18 @@ class ReplicaSetController(Controller):
         self._creating: dict[str, dict[str, float]] = {}
         self._deleting: dict[str, dict[str, float]] = {}
 
+    @staticmethod
+    def selector(rs: Obj) -> list:
+        return from_label_selector(rs["spec"].get("selector"))
+
     def _pod_changed(self, pod: Obj) -> None:
         ref = controller_ref(pod)
         ns = pod["metadata"].get("namespace")
-        if ref and ref.get("kind") == "ReplicaSet":
+        if ref and ref.get("kind") == self.kind:
             self.queue.add(f"{ns}/{ref['name']}")
         elif not ref:
             for rs in self.rs.list():
-                if rs["metadata"]["namespace"] == ns and matches(pod["metadata"].get("labels"),
-                                                                 from_label_selector(rs["spec"].get("selector"))):
+                if rs["metadata"]["namespace"] == ns and matches(pod["metadata"].get("labels"), self.selector(rs)):
                     self.enqueue(rs)
 
     def _pending(self, key: str, pods_by_name: dict[str, Obj]) -> bool:
@@ -125,7 +129,7 @@ class ReplicaSetController(Controller):
             return
         ns, _ = split_key(key)
         uid = rs["metadata"]["uid"]
-        sel = from_label_selector(rs["spec"].get("selector"))
+        sel = self.selector(rs)
         in_ns = [p for p in self.pods.list() if p["metadata"].get("namespace") == ns]
         owned: list[Obj] = []
         for p in in_ns:
@@ -150,15 +154,15 @@ class ReplicaSetController(Controller):
 
     async def _adopt(self, rs: Obj, pod: Obj) -> Obj:
         refs = list(pod["metadata"].get("ownerReferences") or [])
-        refs.append({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs["metadata"]["name"],
+        refs.append({"apiVersion": self.api_version, "kind": self.kind, "name": rs["metadata"]["name"],
                      "uid": rs["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True})
         return await self.client.patch("pods", pod["metadata"]["name"], {
             "metadata": {"ownerReferences": refs, "uid": pod["metadata"]["uid"]}}, namespace=pod["metadata"]["namespace"])
 
     async def _create(self, key: str, rs: Obj, n: int) -> None:
-        pods = [pod_from_template(rs, rs["spec"]["template"], kind="ReplicaSet", api_version="apps/v1", rng=self.rng)
+        pods = [pod_from_template(rs, rs["spec"]["template"], kind=self.kind, api_version=self.api_version, rng=self.rng)
                 for _ in range(n)]
-        await create_pods(self.client, rs, pods, self._creating.setdefault(key, {}), component="replicaset-controller")
+        await create_pods(self.client, rs, pods, self._creating.setdefault(key, {}), component=self.component)
 
     async def _delete(self, key: str, rs: Obj, victims: list[Obj]) -> None:
         pending = self._deleting.setdefault(key, {})
@@ -171,7 +175,7 @@ class ReplicaSetController(Controller):
                 pending.pop(name, None)
                 if e.code != 404:
                     raise
-            await emit(self.client, rs, reason="SuccessfulDelete", component="replicaset-controller",
+            await emit(self.client, rs, reason="SuccessfulDelete", component=self.component,
                        message=f"Deleted pod: {name}")
 
     async def _status(self, rs: Obj, active: list[Obj], sel: list) -> None:
@@ -199,9 +203,20 @@ class ReplicaSetController(Controller):
         new = copy.deepcopy(rs)
         new["status"] = {**old, **status}
         try:
-            await self.client.update("replicasets", new, namespace=rs["metadata"]["namespace"], subresource="status")
+            await self.client.update(self.resource, new, namespace=rs["metadata"]["namespace"], subresource="status")
         except ApiError as e:
             if e.code not in (404, 409):
                 raise
             if e.code == 409:
                 self.queue.add_after(f"{rs['metadata']['namespace']}/{rs['metadata']['name']}", 0.05)
+
+
+class ReplicationControllerController(ReplicaSetController):
+    """ReplicationControllers: ReplicaSets' elder, with a plain map as selector."""
+    name = "replicationcontroller"
+    resource, kind, api_version, component = "replicationcontrollers", "ReplicationController", "v1", \
+        "replication-controller"
+
+    @staticmethod
+    def selector(rs: Obj) -> list:
+        return [(k, "=", (v,)) for k, v in (rs["spec"].get("selector") or {}).items()] or [("", "=", ("\0",))]  # none: nothing

@@ -1,4 +1,5 @@
-"""Jobs, CronJobs and DaemonSets on a real 3-node cluster, driven with the real kubectl.
+"""Jobs, CronJobs, DaemonSets and ReplicationControllers on a real 3-node cluster, driven with
+the real kubectl.
 
 The CronJob is created as soon as the cluster is up, so its first minute boundary passes
 while the other tests run; history pruning over many minutes is unit-tested with an
@@ -262,3 +263,29 @@ def test_cronjob_creates_a_job_that_completes(cluster):
     owned = [j for j in cluster.kjson("get", "jobs")["items"]
              if (j["metadata"].get("ownerReferences") or [{}])[0].get("name") == "tick"]
     assert len([j for j in owned if cond(j, "Complete")]) <= 2
+
+
+def test_replication_controller_scales_and_owns_its_pods(cluster):
+    c = cluster
+    apply(c, """
+        apiVersion: v1
+        kind: ReplicationController
+        metadata: {name: rc1}
+        spec:
+          replicas: 3
+          template:
+            metadata: {labels: {app: rc1}}
+            spec:
+              containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+        """)
+    rc = c.kjson("get", "rc", "rc1")
+    assert rc["spec"]["selector"] == {"app": "rc1"} and rc["metadata"]["labels"] == {"app": "rc1"}  # defaulted
+    c.wait_for("3 ready replicas", lambda: row(c, "rc", "rc1")[1:4] == ["3", "3", "3"], timeout=90)
+    pods = c.kjson("get", "pods", "-l", "app=rc1")["items"]
+    assert {p["metadata"]["ownerReferences"][0]["kind"] for p in pods} == {"ReplicationController"}
+    c.kubectl("scale", "rc", "rc1", "--replicas=1")
+    c.wait_for("one pod left", lambda: len([p for p in c.kjson("get", "pods", "-l", "app=rc1")["items"]
+                                            if not p["metadata"].get("deletionTimestamp")]) == 1, timeout=60)
+    assert "replicationcontroller/rc1" in c.kubectl("get", "all", "-o", "name").stdout
+    c.kubectl("delete", "rc", "rc1")
+    c.wait_for("its pods to go", lambda: not c.kjson("get", "pods", "-l", "app=rc1")["items"], timeout=90)
