@@ -367,6 +367,24 @@ def check_job_spec(causes: Causes, spec: Obj, path: str, *, generated_selector: 
     rp = tspec.get("restartPolicy")
     if rp not in ("OnFailure", "Never"):
         not_supported(causes, f"{path}.template.spec.restartPolicy", rp, ["OnFailure", "Never"])
+    pfp = spec.get("podFailurePolicy")
+    if pfp is not None:
+        if rp != "Never":
+            invalid(causes, f"{path}.template.spec.restartPolicy", rp,
+                    'only "Never" is supported when podFailurePolicy is specified')
+        for i, rule in enumerate(pfp.get("rules") or []):
+            rp_ = f"{path}.podFailurePolicy.rules[{i}]"
+            if rule.get("action") not in ("FailJob", "FailIndex", "Ignore", "Count"):
+                not_supported(causes, f"{rp_}.action", rule.get("action"), ["Count", "FailIndex", "FailJob", "Ignore"])
+            codes, conds = rule.get("onExitCodes"), rule.get("onPodConditions")
+            if (codes is None) == (conds is None):
+                invalid(causes, rp_, rule, "specifying one of onExitCodes and onPodConditions is required")
+            if codes is not None:
+                if codes.get("operator") not in ("In", "NotIn"):
+                    not_supported(causes, f"{rp_}.onExitCodes.operator", codes.get("operator"), ["In", "NotIn"])
+                if codes.get("operator") == "In" and 0 in (codes.get("values") or []):
+                    invalid(causes, f"{rp_}.onExitCodes.values[{(codes.get('values') or []).index(0)}]", 0,
+                            "must not be 0 for the In operator")
 
 
 def _job(causes: Causes, o: Obj) -> None:

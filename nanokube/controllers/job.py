@@ -101,6 +101,33 @@ def condition(st: Obj, typ: str) -> Obj | None:
     return None
 
 
+def pod_failure_action(job: Obj, pod: Obj) -> tuple[str, str] | None:
+    """The spec.podFailurePolicy rule a failed pod matches, first match wins: (action,
+    upstream's message), or None when no rule matches (the pod counts, as with "Count")."""
+    rules = ((job.get("spec") or {}).get("podFailurePolicy") or {}).get("rules") or []
+    md, st = pod["metadata"], pod.get("status") or {}
+    for i, rule in enumerate(rules):
+        action = rule.get("action", "Count")
+        codes = rule.get("onExitCodes")
+        if codes is not None:
+            values = set(codes.get("values") or [])
+            for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+                if codes.get("containerName") and cs.get("name") != codes["containerName"]:
+                    continue
+                code = ((cs.get("state") or {}).get("terminated") or {}).get("exitCode")
+                if code is None or code == 0:
+                    continue
+                if (code in values) == (codes.get("operator", "In") == "In"):
+                    return action, (f"Container {cs.get('name')} for pod {md.get('namespace')}/{md.get('name')} failed "
+                                    f"with exit code {code} matching {action} rule at index {i}")
+        for pc in rule.get("onPodConditions") or []:
+            if any(c.get("type") == pc.get("type") and c.get("status") == pc.get("status", "True")
+                   for c in st.get("conditions") or []):
+                return action, (f"Pod {md.get('namespace')}/{md.get('name')} has condition {pc.get('type')} "
+                                f"matching {action} rule at index {i}")
+    return None
+
+
 def set_condition(st: Obj, typ: str, status: str, reason: str, message: str, now: dt.datetime) -> None:
     conds = st.setdefault("conditions", [])
     for c in conds:
@@ -315,12 +342,20 @@ class JobController(Controller):
         indexed = job["spec"].get("completionMode") == "Indexed"
 
         # (1) finished pods still holding the finalizer → uncounted (one status write).
-        new_s, new_f = [], []
+        new_s, new_f, ignored = [], [], []
+        fail_job: str | None = None
         for p in pods:
             out = pod_outcome(p, now)
             puid = p["metadata"]["uid"]
             if out not in ("succeeded", "failed") or self._finalizer_gone(p) or puid in unc_s or puid in unc_f:
                 continue
+            if out == "failed":
+                act = pod_failure_action(job, p)
+                if act and act[0] == "Ignore":  # not counted against backoffLimit: replaced
+                    ignored.append(p)
+                    continue
+                if act and act[0] == "FailJob" and fail_job is None:
+                    fail_job = act[1]
             (new_s if out == "succeeded" else new_f).append(puid)
             if out == "succeeded" and indexed and pod_index(p) is not None:
                 completed.add(pod_index(p))  # type: ignore[arg-type]
@@ -334,6 +369,10 @@ class JobController(Controller):
             if job is None:
                 return
             status = copy.deepcopy(job["status"])
+        for p in ignored:
+            await self._remove_finalizer(p)
+        if fail_job and not condition(status, "FailureTarget") and not condition(status, "SuccessCriteriaMet"):
+            set_condition(status, "FailureTarget", "True", "PodFailurePolicy", fail_job, now)
         # (2) remove their finalizers; (3) count them.
         for puid in unc_s + unc_f:
             p = by_uid.get(puid)

@@ -124,6 +124,51 @@ async def test_backoff_limit_fails_job_and_deletes_active_pods(cp):
     assert active(await pods_of(cp, "j")) == []
 
 
+def _failed_pod(code, name="p", conditions=()):
+    return {"metadata": {"name": name, "namespace": NS}, "status": {
+        "phase": "Failed", "conditions": list(conditions),
+        "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": code}}}]}}
+
+
+def test_pod_failure_policy_rules_first_match_wins():
+    from nanokube.controllers.job import pod_failure_action
+    j = job(podFailurePolicy={"rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        {"action": "FailJob", "onExitCodes": {"containerName": "c", "operator": "In", "values": [42]}},
+        {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [1, 42]}}]})
+    assert pod_failure_action(j, _failed_pod(42)) == (
+        "FailJob", "Container c for pod default/p failed with exit code 42 matching FailJob rule at index 1")
+    assert pod_failure_action(j, _failed_pod(3))[0] == "Count"
+    assert pod_failure_action(j, _failed_pod(1)) is None
+    assert pod_failure_action(j, _failed_pod(42, conditions=[{"type": "DisruptionTarget", "status": "True"}]))[0] == "Ignore"
+
+
+async def test_pod_failure_policy_fail_job_and_ignore(cp):
+    cp.start(JobController(cp))
+    pfp = {"rules": [{"action": "Ignore", "onExitCodes": {"operator": "In", "values": [7]}},
+                     {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}]}
+    await cp.create("jobs", job(backoffLimit=0, podFailurePolicy=pfp), namespace=NS)
+    first = (await until(lambda: _n_active(cp, "j", 1)))[0]
+    p = copy.deepcopy(first)
+    p["status"].update(phase="Failed", containerStatuses=[{"name": "c", "state": {"terminated": {"exitCode": 7}}}])
+    await cp.update("pods", p, namespace=NS, subresource="status")
+
+    async def replaced():  # ignored: not counted (backoffLimit 0 would fail the Job), and replaced
+        pods = active(await pods_of(cp, "j"))
+        return pods if pods and pods[0]["metadata"]["name"] != first["metadata"]["name"] else None
+    second = (await until(replaced))[0]
+    assert "failed" not in (await cp.get("jobs", "j", namespace=NS))["status"]
+    p = copy.deepcopy(second)
+    p["status"].update(phase="Failed", containerStatuses=[{"name": "c", "state": {"terminated": {"exitCode": 42}}}])
+    await cp.update("pods", p, namespace=NS, subresource="status")
+
+    async def failed():
+        j = await cp.get("jobs", "j", namespace=NS)
+        return j if cond(j, "Failed") else None
+    c = cond(await until(failed), "Failed")
+    assert c["reason"] == "PodFailurePolicy" and "exit code 42 matching FailJob rule at index 1" in c["message"]
+
+
 async def test_indexed_job(cp):
     cp.start(JobController(cp))
     await cp.create("jobs", job(completions=3, parallelism=3, completionMode="Indexed"), namespace=NS)
@@ -293,6 +338,12 @@ async def test_job_validation_and_defaults_as_upstream(schemas):
         await c.create("jobs", bad, namespace=NS)
     assert e.value.code == 422
     assert 'spec.template.spec.restartPolicy: Unsupported value: "Always"' in str(e.value)
+    bad = job(podFailurePolicy={"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [0]}}]})
+    bad["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+    with pytest.raises(Exception) as e:
+        await c.create("jobs", bad, namespace=NS)
+    assert 'only "Never" is supported when podFailurePolicy is specified' in str(e.value)
+    assert "spec.podFailurePolicy.rules[0].onExitCodes.values[0]" in str(e.value)
     j = await c.create("jobs", job(), namespace=NS)
     uid = j["metadata"]["uid"]
     s = j["spec"]
