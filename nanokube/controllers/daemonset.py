@@ -120,14 +120,51 @@ def should_run(ds: Obj, node: Obj) -> tuple[bool, bool]:
     return run, keep
 
 
+def _scaled(v: Any, desired: int, *, round_up: bool) -> int:
+    if isinstance(v, str) and v.endswith("%"):
+        x = desired * int(v[:-1]) / 100
+        return math.ceil(x) if round_up else math.floor(x)
+    return int(v)
+
+
+def max_surge(ds: Obj, desired: int) -> int:
+    us = ds["spec"].get("updateStrategy") or {}
+    return _scaled((us.get("rollingUpdate") or {}).get("maxSurge", 0) or 0, desired, round_up=True)
+
+
 def max_unavailable(ds: Obj, desired: int) -> int:
     us = ds["spec"].get("updateStrategy") or {}
-    v = (us.get("rollingUpdate") or {}).get("maxUnavailable", 1)
-    if isinstance(v, str) and v.endswith("%"):
-        n = math.ceil(desired * int(v[:-1]) / 100)
-    else:
-        n = int(v)
+    n = _scaled((us.get("rollingUpdate") or {}).get("maxUnavailable", 1), desired, round_up=False)
+    if n == 0 and max_surge(ds, desired) > 0:
+        return 0  # surging instead (upstream: both 0 is invalid; with surge, 0 unavailable is allowed)
     return max(n, 1) if desired else n
+
+
+def plan_surge(ds: Obj, node_pods: dict[str, list[Obj]], want: set[str], hash_: str) -> tuple[list[Obj], list[str]]:
+    """With maxSurge: (old pods to delete, nodes to start an updated pod on). A node's old pod
+    goes once its new pod is Ready; at most maxSurge nodes run both at a time; an old pod that
+    is not Ready anyway is replaced without surging (rollingUpdate in update.go)."""
+    budget = max_surge(ds, len(want))
+    delete: list[Obj] = []
+    start: list[str] = []
+    waiting: list[str] = []
+    for node in sorted(want):
+        pods = [p for p in node_pods.get(node, []) if not p["metadata"].get("deletionTimestamp")]
+        new = [p for p in pods if (p["metadata"].get("labels") or {}).get(HASH_LABEL) == hash_]
+        old = [p for p in pods if p not in new]
+        if not old:
+            continue
+        if new:
+            if is_pod_ready(new[0]):
+                delete += old
+            else:
+                budget -= 1  # surging here already
+        elif not is_pod_ready(old[0]):
+            delete += old
+        else:
+            waiting.append(node)
+    start = waiting[:max(0, budget)]
+    return delete, start
 
 
 def plan_rolling_update(ds: Obj, node_pods: dict[str, list[Obj]], want: set[str], hash_: str) -> list[Obj]:
@@ -208,6 +245,8 @@ class DaemonSetController(Controller):
         if not ds["metadata"].get("deletionTimestamp"):
             to_create: list[str] = []
             to_delete: list[Obj] = []
+            rolling = (ds["spec"].get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate"
+            surging = rolling and max_surge(ds, len(want)) > 0
             for node_name, (run, keep) in verdict.items():
                 pods = [p for p in node_pods.get(node_name, []) if not p["metadata"].get("deletionTimestamp")]
                 failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
@@ -216,13 +255,22 @@ class DaemonSetController(Controller):
                 if run and not running:
                     to_create.append(node_name)
                 elif (run or keep) and len(running) > 1:
-                    to_delete += running[1:]  # the oldest stays
+                    if surging:  # an old and an updated pod may share a node: the oldest of each stays
+                        new = [p for p in running if (p["metadata"].get("labels") or {}).get(HASH_LABEL) == hash_]
+                        old = [p for p in running if p not in new]
+                        to_delete += new[1:] + old[1:]
+                    else:
+                        to_delete += running[1:]  # the oldest stays
                 elif not keep:
                     to_delete += running
             for node_name, pods in node_pods.items():
                 if node_name not in nodes:  # the node is gone (or the pod was never placed)
                     to_delete += [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-            if (ds["spec"].get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate":
+            if surging:
+                gone, start = plan_surge(ds, node_pods, want, hash_)
+                to_delete += [p for p in gone if p not in to_delete]
+                to_create += [n for n in start if n not in to_create]
+            elif rolling:
                 to_delete += [p for p in plan_rolling_update(ds, node_pods, want, hash_) if p not in to_delete]
             names = {p["metadata"]["name"] for p in in_ns}
             if self._pending(key, names):

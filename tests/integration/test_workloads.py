@@ -8,6 +8,7 @@ injected clock (tests/unit/test_jobs.py) instead of waited for here.
 from __future__ import annotations
 
 import textwrap
+import time
 
 import pytest
 
@@ -289,3 +290,44 @@ def test_replication_controller_scales_and_owns_its_pods(cluster):
     assert "replicationcontroller/rc1" in c.kubectl("get", "all", "-o", "name").stdout
     c.kubectl("delete", "rc", "rc1")
     c.wait_for("its pods to go", lambda: not c.kjson("get", "pods", "-l", "app=rc1")["items"], timeout=90)
+
+
+def test_daemonset_surge_update_keeps_every_node_served(cluster):
+    c = cluster
+    apply(c, """
+        apiVersion: apps/v1
+        kind: DaemonSet
+        metadata: {name: surge}
+        spec:
+          selector: {matchLabels: {app: surge}}
+          updateStrategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
+          template:
+            metadata: {labels: {app: surge}}
+            spec:
+              terminationGracePeriodSeconds: 1
+              containers:
+              - {name: c, image: busybox, command: [sleep, "3600"], readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1}}
+        """)
+    c.kubectl("rollout", "status", "ds/surge", "--timeout=90s")
+    c.kubectl("set", "env", "ds/surge", "ROUND=2")
+    most_on_a_node, unserved = 0, []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pods = [p for p in c.kjson("get", "pods", "-l", "app=surge")["items"] if not p["metadata"].get("deletionTimestamp")]
+        per_node: dict[str, int] = {}
+        ready_nodes = set()
+        for p in pods:
+            per_node[p["spec"]["nodeName"]] = per_node.get(p["spec"]["nodeName"], 0) + 1
+            if any(x["type"] == "Ready" and x["status"] == "True" for x in p["status"].get("conditions") or []):
+                ready_nodes.add(p["spec"]["nodeName"])
+        most_on_a_node = max([most_on_a_node, *per_node.values()])
+        unserved += [n for n in ("node1", "node2", "node3") if n not in ready_nodes]
+        done = len(pods) == 3 and all(any(e.get("name") == "ROUND" for e in p["spec"]["containers"][0].get("env") or [])
+                                      for p in pods)
+        if done:
+            break
+        time.sleep(0.3)
+    assert done, pods
+    assert most_on_a_node == 2  # it surged: a new pod beside the old one
+    assert unserved == []  # maxUnavailable 0: every node kept a ready pod throughout
+    c.kubectl("rollout", "status", "ds/surge", "--timeout=60s")

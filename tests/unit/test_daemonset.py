@@ -7,8 +7,8 @@ import pytest
 
 from nanokube.apiserver.registry import Registry
 from nanokube.client.local import LocalClient
-from nanokube.controllers.daemonset import (HASH_LABEL, DaemonSetController, plan_rolling_update, should_run,
-                                            template_hash)
+from nanokube.controllers.daemonset import (HASH_LABEL, DaemonSetController, plan_rolling_update, plan_surge,
+                                            should_run, template_hash)
 from nanokube.store import MemoryStore
 from .helpers import until
 
@@ -77,6 +77,26 @@ def test_plan_rolling_update():
     pods = {n: [_pod(f"p-{n}", n, "old")] for n in ("a", "b", "c")}
     assert len(plan_rolling_update(d, pods, {"a", "b", "c"}, "new")) == 3
     assert template_hash({"a": 1}) == template_hash({"a": 1}) != template_hash({"a": 2})
+
+
+def test_plan_surge_starts_new_pods_before_removing_old_ones():
+    d = ds()
+    d["spec"]["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    want = {"a", "b", "c"}
+    pods = {n: [_pod(f"p-{n}", n, "old")] for n in ("a", "b", "c")}
+    assert plan_surge(d, pods, want, "new") == ([], ["a"])  # one node at a time, nothing deleted yet
+    pods["a"].append(_pod("p-a2", "a", "new", ready=False))
+    assert plan_surge(d, pods, want, "new") == ([], [])  # surging on a: no budget left
+    pods["a"][1] = _pod("p-a2", "a", "new")
+    gone, start = plan_surge(d, pods, want, "new")
+    assert [p["metadata"]["name"] for p in gone] == ["p-a"] and start == ["b"]  # a is done: the next node surges
+    pods["a"] = [pods["a"][1]]
+    pods["b"] = [_pod("p-b", "b", "old", ready=False)]  # not available anyway: replaced without surging
+    gone, start = plan_surge(d, pods, want, "new")
+    assert [p["metadata"]["name"] for p in gone] == ["p-b"] and start == ["c"]
+    d["spec"]["updateStrategy"]["rollingUpdate"]["maxSurge"] = "100%"
+    pods = {n: [_pod(f"p-{n}", n, "old")] for n in ("a", "b", "c")}
+    assert plan_surge(d, pods, want, "new")[1] == ["a", "b", "c"]
 
 
 async def live_pods(c):
