@@ -32,7 +32,7 @@ from nanokube.client.workqueue import WorkQueue, run_workers
 from nanokube.network.routes import plan_routes
 from nanokube.runtime.runtime import ContainerConfig, ImageNotFound, Mount
 from nanokube.runtime import images
-from . import nodestatus, podspec, prober, probes, stats, status as podstatus, volumes
+from . import nodestatus, podspec, prober, probes, security, stats, status as podstatus, volumes
 
 log = logging.getLogger("nanokube.kubelet")
 Obj = dict[str, Any]
@@ -479,9 +479,14 @@ class Kubelet:
             await self._prefetch(pod, c)
             env = podspec.build_env(pod, c, image_env=img_env, pod_ip=net.ip, host_ip=self.node_ip,
                                     lookup=self._lookup_cache(md["namespace"]))
+            img = self.runtime.resolve_image(c["image"])
+            sec = security.resolve(pod, c, image_user=img.config.user, rootfs=img.rootfs)
         except KeyError as e:
             msg = str(e).strip("'\"")
             view.state = {"waiting": {"reason": "CreateContainerConfigError", "message": msg}}
+            if t.waiting != ("CreateContainerConfigError", msg):
+                await emit(self.client, pod, reason="Failed", type="Warning", component="kubelet", host=self.node_name,
+                           message=f"Error: {msg}")
             t.waiting = ("CreateContainerConfigError", msg)
             self.queue.add_after(key_of(pod), 2)
             return view
@@ -495,7 +500,7 @@ class Kubelet:
             mounts=[Mount(str(files / "hosts"), "/etc/hosts"), Mount(str(files / "resolv.conf"), "/etc/resolv.conf"),
                     Mount(str(files / "hostname"), "/etc/hostname")] + volumes.mounts(c, track.volumes),
             stdin=bool(c.get("stdin")), stdin_once=bool(c.get("stdinOnce")), tty=bool(c.get("tty")),
-            **podspec.resources(c))
+            security=sec, **podspec.resources(c))
         if attempt == 0:
             await emit(self.client, pod, reason="Pulled", component="kubelet", host=self.node_name,
                        message=f'Container image "{c["image"]}" already present on machine')

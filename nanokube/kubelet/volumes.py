@@ -130,7 +130,12 @@ def prepare(pod: Obj, base: Path, objects: dict[tuple[str, str], Any]) -> dict[s
         d = base / "volumes" / name
         if "emptyDir" in v:
             d.mkdir(parents=True, exist_ok=True)
-            d.chmod(0o777)
+            fs_group = (pod["spec"].get("securityContext") or {}).get("fsGroup")
+            if fs_group is not None:  # group-owned by fsGroup, new files inherit it (setgid), as upstream
+                os.chown(d, -1, int(fs_group))
+                d.chmod(0o2777)
+            else:
+                d.chmod(0o777)
             out[name] = str(d)
         elif "hostPath" in v:
             hp = v["hostPath"]

@@ -110,6 +110,9 @@ def container_init(cfg, out_w, err_w, go_r, stdin_r=None, pty_sock=None):
         if cfg.get("hostname"):
             check(libc.sethostname(cfg["hostname"].encode(), len(cfg["hostname"].encode())), "sethostname")
         setup_root(cfg, cfg["dir"] + "/rootfs")
+        sec = cfg.get("security") or {}
+        if sec.get("readonly_root"):
+            mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
         os.chdir(cfg.get("cwd") or "/")
         if pty_sock is not None:
             master, slave = os.openpty()  # /dev/ptmx here is the container's own devpts
@@ -123,7 +126,7 @@ def container_init(cfg, out_w, err_w, go_r, stdin_r=None, pty_sock=None):
             os.dup2(stdin_r if stdin_r is not None else os.open("/dev/null", os.O_RDONLY), 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-        drop_privileges()
+        drop_privileges(sec)
         env = dict(cfg["env"])
         os.execvpe(cfg["argv"][0], cfg["argv"], env)
     except FileNotFoundError as e:
@@ -221,11 +224,18 @@ class Attach:
             pass
 
 
-def drop_privileges():
+def drop_privileges(sec):
+    """The securityContext, resolved by the kubelet: capability bounding set, no_new_privs,
+    then groups, group and user (last: changing them needs the capabilities still held)."""
+    keep = set(sec["caps"]) if "caps" in sec else DEFAULT_CAPS
     for cap in range(LAST_CAP + 1):
-        if cap not in DEFAULT_CAPS:
+        if cap not in keep:
             libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
-    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    if sec.get("no_new_privs"):
+        check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    os.setgroups(sec.get("groups", []))
+    os.setgid(sec.get("gid", 0))
+    os.setuid(sec.get("uid", 0))
 
 
 def exec_in(d, argv):
@@ -265,7 +275,7 @@ def exec_in(d, argv):
                 os.chdir(cfg.get("cwd") or "/")
             except OSError:
                 os.chdir("/")
-            drop_privileges()
+            drop_privileges(cfg.get("security") or {})
             os.execvpe(argv[0], argv, dict(cfg["env"]))
         except FileNotFoundError:
             os.write(2, f'exec: "{argv[0]}": executable file not found in $PATH\n'.encode())
