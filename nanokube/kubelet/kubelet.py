@@ -29,6 +29,7 @@ from nanokube.api.errors import ApiError
 from nanokube.client.events import emit
 from nanokube.client.informer import Informer, key_of
 from nanokube.client.workqueue import WorkQueue, run_workers
+from nanokube.network.podnet import PodNet
 from nanokube.network.routes import plan_routes
 from nanokube.runtime.runtime import ContainerConfig, ImageNotFound, Mount
 from nanokube.runtime import images
@@ -213,6 +214,9 @@ class Kubelet:
             return
         if track.start_time is None:
             track.start_time = (pod.get("status") or {}).get("startTime") or _now()
+        if track.net is None and pod["spec"].get("hostNetwork"):
+            # The node's own network namespace (the agent's): no veth, the node's address.
+            track.net = PodNet(uid=uid, netns="", netns_path="", ip=self.node_ip, gateway="", host_veth="")
         if track.net is None:
             track.net = self.network.get_pod(uid) or await asyncio.to_thread(self.network.setup_pod, uid)
         net = track.net
