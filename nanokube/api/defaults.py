@@ -292,8 +292,14 @@ def _hpa(o: Obj) -> None:
         b["scaleUp"], b["scaleDown"] = hpa_scale_up_rules(b.get("scaleUp")), hpa_scale_down_rules(b.get("scaleDown"))
 
 
+def _networkpolicy(o: Obj) -> None:
+    from nanokube.network.netpol import apply_defaults as fill  # next to the renderer that reads it
+    fill(o)
+
+
 _BY_RESOURCE: dict[str, Callable[[Obj], None]] = {
     "horizontalpodautoscalers": _hpa,
+    "networkpolicies": _networkpolicy,
     "limitranges": _limitrange,
     "pods": _pod,
     "deployments": _deployment,

@@ -82,6 +82,7 @@ _add(Resource("horizontalpodautoscalers", "HorizontalPodAutoscaler", "autoscalin
               categories=("all",)))
 
 _add(Resource("poddisruptionbudgets", "PodDisruptionBudget", "policy", "v1", True, ("pdb",), ("status",)))
+_add(Resource("networkpolicies", "NetworkPolicy", "networking.k8s.io", "v1", True, ("netpol",)))
 _add(Resource("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", "v1", False))
 _add(Resource("clusterrolebindings", "ClusterRoleBinding", "rbac.authorization.k8s.io", "v1", False))
 _add(Resource("roles", "Role", "rbac.authorization.k8s.io", "v1", True))

@@ -379,6 +379,10 @@ SIMPLE: dict[str, tuple[list[Obj], Callable[[Obj, dt.datetime], list[Any]]]] = {
                                   _col("MaxPods", "integer"), _col("Replicas", "integer"), _col("Age")], _hpa),
     "poddisruptionbudgets": ([_col("Name", fmt="name"), _col("Min Available"), _col("Max Unavailable"),
                               _col("Allowed Disruptions", "integer"), _col("Age")], _pdb),
+    # upstream printers.go: NAME, POD-SELECTOR (an empty selector prints "<none>"), AGE
+    "networkpolicies": ([_col("Name", fmt="name"), _col("Pod-Selector"), _col("Age")],
+                        lambda o, now: [o["metadata"]["name"],
+                                        _label_selector_s((o.get("spec") or {}).get("podSelector")), age(o, now)]),
     "roles": ROLE_COLS, "clusterroles": ROLE_COLS, "rolebindings": BINDING_COLS, "clusterrolebindings": BINDING_COLS,
     "pods": (POD_COLS, _pod),
     "nodes": (NODE_COLS, _node),

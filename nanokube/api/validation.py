@@ -543,11 +543,17 @@ def _hpa(causes: Causes, o: Obj) -> None:
             invalid(causes, f"spec.metrics[{i}].resource.target.averageUtilization", u, "must be greater than 0")
 
 
+def _networkpolicy(causes: Causes, o: Obj) -> None:
+    from nanokube.network.netpol import validate as check  # the rules live next to the renderer
+    check(causes, o)
+
+
 _BY_RESOURCE: dict[str, Callable[[Causes, Obj], None]] = {
     "resourcequotas": _resourcequota,
     "limitranges": _limitrange,
     "horizontalpodautoscalers": _hpa,
     "poddisruptionbudgets": _pdb,
+    "networkpolicies": _networkpolicy,
     "pods": _pod,
     "deployments": _deployment,
     "replicasets": _replicaset,

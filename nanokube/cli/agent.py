@@ -18,6 +18,7 @@ from nanokube.host.cgroups import detect
 from nanokube.kubelet.kubelet import Kubelet
 from nanokube.kubelet.server import KubeletServer
 from nanokube.network.podnet import PodNetwork
+from nanokube.network.policy_agent import PolicyAgent
 from nanokube.proxy.proxier import Proxier
 from nanokube.runtime.images import ImageStore
 from nanokube.runtime.runtime import Runtime
@@ -37,6 +38,12 @@ async def run_agent(args: Any) -> None:
                       simulated_node=getattr(args, "simulated_node", False),
                       status_interval=getattr(args, "node_status_update_frequency", 10.0))
     proxier = Proxier(client, node_name=args.node_name, node_ips=[args.node_ip], cluster_cidr=args.cluster_cidr)
+    def own_ips() -> list[str]:  # the node's addresses (lan and bridge): kubelet probes come from them
+        try:
+            return [args.node_ip, network.ipam.gateway]
+        except Exception:  # noqa: BLE001 - no pod CIDR yet
+            return [args.node_ip]
+    netpol_agent = PolicyAgent(client, node_name=args.node_name, node_ips=own_ips)
     runner = web.AppRunner(KubeletServer(kubelet, token=kubelet_token).app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, args.node_ip, kubelet.kubelet_port, reuse_address=True).start()
@@ -47,7 +54,8 @@ async def run_agent(args: Any) -> None:
         stop.set()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    tasks = [asyncio.create_task(kubelet.run(), name="kubelet"), asyncio.create_task(proxier.run(), name="proxy")]
+    tasks = [asyncio.create_task(kubelet.run(), name="kubelet"), asyncio.create_task(proxier.run(), name="proxy"),
+             asyncio.create_task(netpol_agent.run(), name="netpol")]
     waiter = asyncio.create_task(stop.wait())
     log.info("agent %s (%s) running", args.node_name, args.node_ip)
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
