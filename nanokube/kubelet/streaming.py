@@ -17,6 +17,7 @@ import json
 import os
 import pty
 import signal
+import socket
 import struct
 import termios
 from pathlib import Path
@@ -209,7 +210,15 @@ async def serve_attach(request: web.Request, *, sock_path: Path | None, log_path
 
 
 async def _attach_socket(ws: web.WebSocketResponse, sock_path: Path) -> None:
-    reader, writer = await asyncio.open_unix_connection(str(sock_path))
+    # Connect through a short /proc/self/fd alias: socket paths are limited to 107 bytes.
+    dfd = os.open(sock_path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, f"/proc/self/fd/{dfd}/{sock_path.name}")
+    finally:
+        os.close(dfd)
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
 
     def frame(typ: int, data: bytes) -> bytes:
         return struct.pack(">BI", typ, len(data)) + data

@@ -150,7 +150,13 @@ class Attach:
             pass
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
+        # A socket path is limited to 107 bytes; state dirs can be longer: bind through a
+        # short /proc/self/fd/N alias of the directory.
+        dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self.sock.bind(f"/proc/self/fd/{dfd}/{os.path.basename(path)}")
+        finally:
+            os.close(dfd)
         self.sock.listen(8)
         self.stdin_fd, self.master, self.stdin_once = stdin_fd, master, stdin_once
         self.clients = {}  # fd -> [socket, unparsed bytes]
