@@ -83,6 +83,8 @@ _add(Resource("horizontalpodautoscalers", "HorizontalPodAutoscaler", "autoscalin
 
 _add(Resource("poddisruptionbudgets", "PodDisruptionBudget", "policy", "v1", True, ("pdb",), ("status",)))
 _add(Resource("networkpolicies", "NetworkPolicy", "networking.k8s.io", "v1", True, ("netpol",)))
+_add(Resource("ingresses", "Ingress", "networking.k8s.io", "v1", True, ("ing",), ("status",)))
+_add(Resource("ingressclasses", "IngressClass", "networking.k8s.io", "v1", False))
 _add(Resource("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", "v1", False))
 _add(Resource("clusterrolebindings", "ClusterRoleBinding", "rbac.authorization.k8s.io", "v1", False))
 _add(Resource("roles", "Role", "rbac.authorization.k8s.io", "v1", True))

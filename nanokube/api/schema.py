@@ -37,6 +37,7 @@ KINDS = [("core", "v1", k) for k in ("Namespace", "Node", "Pod", "Service", "End
          ("autoscaling", "v2", "HorizontalPodAutoscaler")] + \
         [("policy", "v1", "PodDisruptionBudget"), ("policy", "v1", "Eviction")] + \
         [("networking", "v1", "NetworkPolicy")] + \
+        [("networking", "v1", "Ingress"), ("networking", "v1", "IngressClass")] + \
         [("rbac", "v1", k) for k in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")] + \
         [("authorization", "v1", k) for k in ("SelfSubjectAccessReview", "SelfSubjectRulesReview",
                                               "SubjectAccessReview", "LocalSubjectAccessReview")] + \

@@ -297,6 +297,23 @@ def _pv(v: Obj, now: dt.datetime) -> list[Any]:
             spec.get("volumeMode", "")]
 
 
+def _ingress(o: Obj, now: dt.datetime) -> list[Any]:
+    # upstream printers.go printIngress: hosts "*" for none, ports "80" or "80, 443" with TLS
+    spec = o.get("spec") or {}
+    hosts = [r.get("host") or "*" for r in spec.get("rules") or []] or ["*"]
+    lb = ((o.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    addrs = ",".join(i.get("ip") or i.get("hostname") or "" for i in lb)
+    return [o["metadata"]["name"], spec.get("ingressClassName") or "<none>", ",".join(hosts), addrs,
+            "80, 443" if spec.get("tls") else "80", age(o, now)]
+
+
+def _ingressclass(o: Obj, now: dt.datetime) -> list[Any]:
+    spec = o.get("spec") or {}
+    p = spec.get("parameters")
+    params = f"{p.get('kind', '')}/{p.get('name', '')}" if p else "<none>"
+    return [o["metadata"]["name"], spec.get("controller", ""), params, age(o, now)]
+
+
 def _storageclass(c: Obj, now: dt.datetime) -> list[Any]:
     name = c["metadata"]["name"]
     if (c["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class") == "true":
@@ -383,6 +400,9 @@ SIMPLE: dict[str, tuple[list[Obj], Callable[[Obj, dt.datetime], list[Any]]]] = {
     "networkpolicies": ([_col("Name", fmt="name"), _col("Pod-Selector"), _col("Age")],
                         lambda o, now: [o["metadata"]["name"],
                                         _label_selector_s((o.get("spec") or {}).get("podSelector")), age(o, now)]),
+    "ingresses": ([_col("Name", fmt="name"), _col("Class"), _col("Hosts"), _col("Address"), _col("Ports"),
+                   _col("Age")], _ingress),
+    "ingressclasses": ([_col("Name", fmt="name"), _col("Controller"), _col("Parameters"), _col("Age")], _ingressclass),
     "roles": ROLE_COLS, "clusterroles": ROLE_COLS, "rolebindings": BINDING_COLS, "clusterrolebindings": BINDING_COLS,
     "pods": (POD_COLS, _pod),
     "nodes": (NODE_COLS, _node),

@@ -548,6 +548,16 @@ def _networkpolicy(causes: Causes, o: Obj) -> None:
     check(causes, o)
 
 
+def _ingress(causes: Causes, o: Obj) -> None:
+    from nanokube.network.ingress import validate as check  # the rules live next to the renderer
+    check(causes, o)
+
+
+def _ingressclass(causes: Causes, o: Obj) -> None:
+    from nanokube.network.ingress import validate_class as check
+    check(causes, o)
+
+
 _BY_RESOURCE: dict[str, Callable[[Causes, Obj], None]] = {
     "resourcequotas": _resourcequota,
     "limitranges": _limitrange,
@@ -568,6 +578,8 @@ _BY_RESOURCE: dict[str, Callable[[Causes, Obj], None]] = {
     "persistentvolumeclaims": _pvc,
     "persistentvolumes": _pv,
     "storageclasses": _storageclass,
+    "ingresses": _ingress,
+    "ingressclasses": _ingressclass,
 }
 
 

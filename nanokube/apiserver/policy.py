@@ -98,7 +98,8 @@ def cluster_roles() -> list[Obj]:
                          "persistentvolumes", "serviceaccounts", "namespaces"], RO),
             _rule(["coordination.k8s.io"], ["leases"], RO + ["create", "update", "patch", "delete"]),
             _rule(["discovery.k8s.io"], ["endpointslices"], RO),
-            _rule(["networking.k8s.io"], ["networkpolicies", "ingresses", "ingressclasses"], RO)]),
+            _rule(["networking.k8s.io"], ["networkpolicies", "ingresses", "ingressclasses"], RO),
+            _rule(["networking.k8s.io"], ["ingresses/status"], ["update", "patch"])]),
         _role("system:monitoring", [_nonres(["/metrics", "/healthz", "/livez", "/readyz"], ["get"])]),
     ]
 

@@ -253,6 +253,8 @@ class Registry:
             quota.admit_limit_ranges(self.store, obj)
         if plural == "persistentvolumeclaims":
             self._admit_claim(obj)
+        if plural == "ingresses":
+            self._admit_ingress(obj)
         self._validate(r, obj)
         async with self._lock:
             if r.namespaced:
@@ -401,6 +403,19 @@ class Registry:
         fins = pvc["metadata"].setdefault("finalizers", [])
         if PVC_PROTECTION not in fins:
             fins.append(PVC_PROTECTION)
+
+    def _admit_ingress(self, ing: Obj) -> None:
+        """DefaultIngressClass admission: an Ingress with neither ``ingressClassName`` nor the
+        legacy class annotation gets the default IngressClass (the newest, if several)."""
+        spec = ing.setdefault("spec", {})
+        if spec.get("ingressClassName") is None and \
+                "kubernetes.io/ingress.class" not in (ing["metadata"].get("annotations") or {}):
+            items, _ = self.store.list("/registry/ingressclasses/")
+            default = sorted((v["metadata"].get("creationTimestamp", ""), v["metadata"]["name"]) for _, v, _ in items
+                             if (v["metadata"].get("annotations") or {}).get(
+                                 "ingressclass.kubernetes.io/is-default-class") == "true")
+            if default:
+                spec["ingressClassName"] = default[-1][1]
 
     # -- patch -----------------------------------------------------------------------------
     async def patch(self, plural: str, name: str, body: Any, *, namespace: str | None = None,

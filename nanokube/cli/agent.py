@@ -17,6 +17,7 @@ from nanokube.client.http import HttpClient
 from nanokube.host.cgroups import detect
 from nanokube.kubelet.kubelet import Kubelet
 from nanokube.kubelet.server import KubeletServer
+from nanokube.network.ingress_agent import IngressAgent
 from nanokube.network.podnet import PodNetwork
 from nanokube.network.policy_agent import PolicyAgent
 from nanokube.proxy.proxier import Proxier
@@ -56,6 +57,8 @@ async def run_agent(args: Any) -> None:
         loop.add_signal_handler(sig, on_signal, sig)
     tasks = [asyncio.create_task(kubelet.run(), name="kubelet"), asyncio.create_task(proxier.run(), name="proxy"),
              asyncio.create_task(netpol_agent.run(), name="netpol")]
+    ingress_agent = IngressAgent(client, node_name=args.node_name, node_ip=args.node_ip, data_dir=data)
+    tasks.append(asyncio.create_task(ingress_agent.run(), name="ingress"))  # nginx on the node's :80/:443
     waiter = asyncio.create_task(stop.wait())
     log.info("agent %s (%s) running", args.node_name, args.node_ip)
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)

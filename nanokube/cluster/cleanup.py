@@ -1,5 +1,5 @@
 """Removing what a local cluster's nodes left: containers and their shims, pod network
-namespaces, cgroups. Used by ``nanokube down`` after the agents have stopped."""
+namespaces, cgroups, the ingress nginx. Used by ``nanokube down`` after the agents have stopped."""
 from __future__ import annotations
 
 import asyncio
@@ -23,6 +23,8 @@ def remove_node_leftovers(*, node_dir: Path, cgroup_prefix: str, netns: str | No
                 await rt.remove(cid)
         asyncio.run(remove_all())
     teardown_all_in_state(node_dir / "net")
+    from nanokube.network.ingress_agent import stop_leftover
+    stop_leftover(node_dir / "ingress")  # the node's nginx, found by its pid file
 
 
 def remove_cgroup_tree(rel: str) -> None:

@@ -5,6 +5,8 @@ The ``kubernetes`` Service (10.96.0.1:443) and its Endpoints point at the apiser
 reach the API the way they do in any Kubernetes cluster. ``kube-system/kube-dns``
 (10.96.0.10, ports 53/UDP and 53/TCP, no selector) has Endpoints pointing at the cluster DNS
 that runs inside the server (network/dns.py), so kube-proxy DNATs the pods' nameserver to it.
+The IngressClass ``nginx`` (the default class) names the controller every agent runs
+(network/ingress_agent.py).
 Re-checked periodically, so a deleted one returns.
 """
 from __future__ import annotations
@@ -36,6 +38,11 @@ async def ensure(client: Any, *, apiserver_host: str, apiserver_port: int, servi
           "subsets": [{"addresses": [{"ip": apiserver_host}],
                        "ports": [{"name": "https", "port": apiserver_port, "protocol": "TCP"}]}]}
     await _ensure_endpoints(client, ep)
+    await _create(client, "ingressclasses", {
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": "nginx", "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"},
+                     "labels": {"app.kubernetes.io/component": "controller"}},
+        "spec": {"controller": "k8s.io/ingress-nginx"}})
     if dns_port:
         await _create(client, "services", {
             "apiVersion": "v1", "kind": "Service",
