@@ -35,6 +35,7 @@ KINDS = [("core", "v1", k) for k in ("Namespace", "Node", "Pod", "Service", "End
          ("core", "v1", "PersistentVolume"), ("core", "v1", "PersistentVolumeClaim"),
          ("storage", "v1", "StorageClass"), ("core", "v1", "LimitRange"), ("core", "v1", "ResourceQuota"),
          ("autoscaling", "v2", "HorizontalPodAutoscaler")] + \
+        [("discovery", "v1", "EndpointSlice")] + \
         [("policy", "v1", "PodDisruptionBudget"), ("policy", "v1", "Eviction")] + \
         [("networking", "v1", "NetworkPolicy")] + \
         [("networking", "v1", "Ingress"), ("networking", "v1", "IngressClass")] + \
@@ -45,7 +46,7 @@ KINDS = [("core", "v1", k) for k in ("Namespace", "Node", "Pod", "Service", "End
 # The short group names above, as the API names them.
 FULL_GROUP = {"core": "", "coordination": "coordination.k8s.io", "storage": "storage.k8s.io", "rbac": "rbac.authorization.k8s.io",
               "authorization": "authorization.k8s.io", "authentication": "authentication.k8s.io",
-              "networking": "networking.k8s.io"}
+              "networking": "networking.k8s.io", "discovery": "discovery.k8s.io"}
 # Model classes of the `kubernetes` client whose names are not "V1" + kind.
 CLASS_NAMES = {"Event": "CoreV1Event", "TokenRequest": "AuthenticationV1TokenRequest",
                "HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler"}

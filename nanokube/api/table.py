@@ -343,6 +343,14 @@ ROLE_COLS = ([_col("Name", fmt="name"), _col("Created At", "date")],
 BINDING_COLS = ([_col("Name", fmt="name"), _col("Role"), _col("Age"), _col("Users", priority=1),
                  _col("Groups", priority=1), _col("ServiceAccounts", priority=1)], _binding)
 
+def _endpointslice(s: Obj, now: dt.datetime) -> list[Any]:
+    """upstream's printEndpointSlice: up to 3 ready addresses, then "+ N more..."."""
+    ports = ",".join(str(p.get("port")) for p in s.get("ports") or []) or "<unset>"
+    addrs = [a for e in s.get("endpoints") or [] for a in e.get("addresses") or []]
+    shown = ",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "") if addrs else "<unset>"
+    return [s["metadata"]["name"], s.get("addressType", ""), ports, shown, age(s, now)]
+
+
 def _pdb(p: Obj, now: dt.datetime) -> list[Any]:
     spec, st = p.get("spec") or {}, p.get("status") or {}
     na = lambda v: "N/A" if v is None else str(v)  # noqa: E731
@@ -394,6 +402,8 @@ SIMPLE: dict[str, tuple[list[Obj], Callable[[Obj, dt.datetime], list[Any]]]] = {
                     lambda o, now: [o["metadata"]["name"], o["metadata"].get("creationTimestamp") or ""]),
     "horizontalpodautoscalers": ([_col("Name", fmt="name"), _col("Reference"), _col("Targets"), _col("MinPods"),
                                   _col("MaxPods", "integer"), _col("Replicas", "integer"), _col("Age")], _hpa),
+    "endpointslices": ([_col("Name", fmt="name"), _col("AddressType"), _col("Ports"), _col("Endpoints"), _col("Age")],
+                       lambda o, now: _endpointslice(o, now)),
     "poddisruptionbudgets": ([_col("Name", fmt="name"), _col("Min Available"), _col("Max Unavailable"),
                               _col("Allowed Disruptions", "integer"), _col("Age")], _pdb),
     # upstream printers.go: NAME, POD-SELECTOR (an empty selector prints "<none>"), AGE

@@ -11,6 +11,7 @@ from .daemonset import DaemonSetController
 from .deployment import DeploymentController
 from .disruption import DisruptionController
 from .endpoints import EndpointsController
+from .endpointslices import EndpointSliceController
 from .garbagecollector import GarbageCollector
 from .job import JobController
 from .nodeipam import NodeIpamController
@@ -52,6 +53,7 @@ class ControllerManager:
             JobController(self.client).run(),
             CronJobController(self.client).run(),
             EndpointsController(self.client).run(),
+            EndpointSliceController(self.client).run(),
             GarbageCollector(self.client).run(),
             ServiceAccountsController(self.client, ca_pem=self.ca_pem).run(),
             ClusterRoleAggregationController(self.client).run(),

@@ -119,3 +119,20 @@ def test_chunked_list(cluster):
     assert [n for n in names if "chunk-" in n] == [f"configmap/chunk-{i}" for i in range(5)]
     page = json.loads(cluster.kubectl("get", "--raw", "/api/v1/namespaces/default/configmaps?limit=2").stdout)
     assert len(page["items"]) == 2 and page["metadata"]["continue"] and page["metadata"]["remainingItemCount"] >= 3
+
+
+def test_endpointslices_follow_services(cluster):
+    cluster.kubectl("create", "deployment", "sliced", "--image=busybox", "--replicas=2", "--", "httpd", "-f", "-p", "8080")
+    cluster.kubectl("expose", "deployment", "sliced", "--port=80", "--target-port=8080")
+
+    def slice_ips():
+        items = cluster.kjson("get", "endpointslices", "-l", "kubernetes.io/service-name=sliced")["items"]
+        ips = sorted(a for s in items for e in s.get("endpoints") or [] if e["conditions"]["ready"] for a in e["addresses"])
+        return ips if len(ips) == 2 else None
+    ips = cluster.wait_for("a slice with both pods", slice_ips)
+    pods = sorted(p["status"]["podIP"] for p in cluster.kjson("get", "pods", "-l", "app=sliced")["items"])
+    assert ips == pods
+    assert f"{ips[0]}:8080" in cluster.kubectl("describe", "service", "sliced").stdout
+    cluster.kubectl("delete", "service", "sliced")
+    cluster.wait_for("the slice to go", lambda: not cluster.kjson(
+        "get", "endpointslices", "-l", "kubernetes.io/service-name=sliced")["items"])

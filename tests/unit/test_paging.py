@@ -1,4 +1,5 @@
-"""Chunked LISTs (limit / continue), as kubectl get --chunk-size uses them."""
+"""Chunked LISTs (limit / continue), as kubectl get --chunk-size uses them; EndpointSlices mirrored
+from Endpoints."""
 import pytest
 
 from nanokube.api.errors import ApiError
@@ -27,3 +28,16 @@ async def test_limit_and_continue_walk_every_item_once():
     with pytest.raises(ApiError) as e:
         reg.list("configmaps", namespace="d", continue_token="not-base64!")
     assert e.value.code == 400
+
+
+def test_endpoint_slices_mirror_endpoints():
+    from nanokube.controllers.endpointslices import plan_slices
+    svc = {"metadata": {"name": "web", "namespace": "d", "uid": "u1"}}
+    ep = {"subsets": [{"addresses": [{"ip": "10.0.0.2", "nodeName": "n1"}], "notReadyAddresses": [{"ip": "10.0.0.1"}],
+                       "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]}
+    (s,) = plan_slices(svc, ep)
+    assert s["metadata"]["labels"]["kubernetes.io/service-name"] == "web" and s["metadata"]["name"].startswith("web-")
+    assert [(e["addresses"], e["conditions"]["ready"]) for e in s["endpoints"]] == [(["10.0.0.1"], False), (["10.0.0.2"], True)]
+    assert s["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    assert plan_slices(svc, ep)[0]["metadata"]["name"] == s["metadata"]["name"]  # idempotent
+    assert plan_slices(svc, None) == []
