@@ -19,15 +19,13 @@ labels, IP, phase, node, hostNetwork and container ports wake the loop.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Any, Callable
 
 from nanokube.client.informer import Informer
 from nanokube.host import iptables
+from nanokube.proxy.syncloop import sync_forever
 from . import netpol
-
-log = logging.getLogger("nanokube.netpol")
 
 
 def _pod_key(p: dict) -> Any:
@@ -124,27 +122,11 @@ class PolicyAgent:
         tasks = [asyncio.create_task(i.run()) for i in infs]
         try:
             await asyncio.gather(*(i.wait_synced() for i in infs))
-            last_full = 0.0
-            while True:
-                full = time.monotonic() - last_full > self.full_resync_period
-                self._dirty.clear()
-                try:
-                    n = await asyncio.to_thread(self.sync, full=full)
-                    if full:
-                        last_full = time.monotonic()
-                    log.debug("netpol sync: %d chains changed", n)
-                except Exception as e:  # noqa: BLE001 - retry on the next round
-                    log.warning("network policy sync failed: %s", e)
-                    await asyncio.sleep(1)
-                    continue
-                await asyncio.sleep(self.min_sync_period)
-                timeout = self.full_resync_period
-                if time.monotonic() - self._started < self.first_check_period:
-                    timeout = 2.0  # keep checking the jump's position while the proxier starts
-                try:
-                    await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
-                except asyncio.TimeoutError:
-                    pass
+            # While the proxier starts (and inserts its own jumps), look at the jump's position often.
+            await sync_forever(self.sync, self._dirty, what="network policy", min_sync_period=self.min_sync_period,
+                               full_resync_period=self.full_resync_period,
+                               wait_timeout=lambda: 2.0 if self._clock() - self._started < self.first_check_period
+                               else self.full_resync_period)
         finally:
             for t in tasks:
                 t.cancel()

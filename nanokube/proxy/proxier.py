@@ -20,6 +20,7 @@ from typing import Any, Callable
 from nanokube.client.informer import Informer
 from nanokube.host import conntrack, iptables, netlink
 from . import rules
+from .syncloop import sync_forever
 
 log = logging.getLogger("nanokube.proxy")
 OUR_PREFIXES = ("KUBE-", "NANOKUBE-")
@@ -99,24 +100,8 @@ class Proxier:
         tasks = [asyncio.create_task(i.run()) for i in infs]
         try:
             await asyncio.gather(*(i.wait_synced() for i in infs))
-            last_full = 0.0
-            while True:
-                full = time.monotonic() - last_full > self.full_resync_period
-                self._dirty.clear()
-                try:
-                    n = await asyncio.to_thread(self.sync, full=full)
-                    if full:
-                        last_full = time.monotonic()
-                    log.debug("sync: %d chains changed", n)
-                except Exception as e:  # noqa: BLE001 - retry on the next round
-                    log.warning("proxy sync failed: %s", e)
-                    await asyncio.sleep(1)
-                    continue
-                await asyncio.sleep(self.min_sync_period)
-                try:
-                    await asyncio.wait_for(self._dirty.wait(), timeout=self.full_resync_period)
-                except asyncio.TimeoutError:
-                    pass
+            await sync_forever(self.sync, self._dirty, what="proxy", min_sync_period=self.min_sync_period,
+                               full_resync_period=self.full_resync_period)
         finally:
             for t in tasks:
                 t.cancel()
