@@ -28,6 +28,11 @@ log = logging.getLogger("nanokube.agent")
 
 
 async def run_agent(args: Any) -> None:
+    try:  # the node agent is the last thing the OOM killer should pick, as upstream's kubelet
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("-999")
+    except OSError:
+        pass
     token = args.token_file.read_text().strip()
     client = HttpClient(args.server, token=token, ca_file=args.ca_file)
     kubelet_token = args.kubelet_token_file.read_text().strip() if args.kubelet_token_file else None

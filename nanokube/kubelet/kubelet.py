@@ -76,6 +76,7 @@ class PodTrack:
     terminating: asyncio.Task | None = None
     volumes: dict[str, str] = field(default_factory=dict)
     volumes_at: float | None = None
+    cgroup_set: bool = False
     net: Any = None
 
 
@@ -221,6 +222,11 @@ class Kubelet:
             track.net = self.network.get_pod(uid) or await asyncio.to_thread(self.network.setup_pod, uid)
         net = track.net
         track.pod_ip = net.ip
+        if not track.cgroup_set:  # the pod level of the cgroup tree, with the pod's totals
+            pod_cg = self._pod_cgroup(uid)
+            self.runtime.cgroups.create(pod_cg)
+            self.runtime.cgroups.set_resources(pod_cg, **podspec.pod_resources(pod))
+            track.cgroup_set = True
         deadline = pod["spec"].get("activeDeadlineSeconds")
         if deadline is not None and _seconds_since(track.start_time) > deadline:
             await self._deadline_exceeded(pod, track)
@@ -504,7 +510,8 @@ class Kubelet:
             mounts=[Mount(str(files / "hosts"), "/etc/hosts"), Mount(str(files / "resolv.conf"), "/etc/resolv.conf"),
                     Mount(str(files / "hostname"), "/etc/hostname")] + volumes.mounts(c, track.volumes),
             stdin=bool(c.get("stdin")), stdin_once=bool(c.get("stdinOnce")), tty=bool(c.get("tty")),
-            security=sec, **podspec.resources(c))
+            security=sec, oom_score_adj=podspec.oom_score_adj(pod, c, memory_capacity=podspec.bytes_(self.capacity["memory"])),
+            **podspec.resources(c))
         if attempt == 0:
             await emit(self.client, pod, reason="Pulled", component="kubelet", host=self.node_name,
                        message=f'Container image "{c["image"]}" already present on machine')

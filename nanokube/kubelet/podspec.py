@@ -109,6 +109,28 @@ def resources(c: Obj) -> dict[str, int | None]:
     }
 
 
+def pod_resources(pod: Obj) -> dict[str, int | None]:
+    """The pod-level cgroup, as upstream's kubelet sets it: cpu.shares from the sum of the
+    containers' requests; CPU and memory limits only when every container has one."""
+    per = [resources(c) for c in pod["spec"].get("containers") or []]
+    total = lambda k: sum(r[k] for r in per) if per and all(r[k] is not None for r in per) else None  # noqa: E731
+    return {"cpu_request_milli": sum(r["cpu_request_milli"] or 0 for r in per),
+            "cpu_limit_milli": total("cpu_limit_milli"), "memory_limit_bytes": total("memory_limit_bytes")}
+
+
+def oom_score_adj(pod: Obj, c: Obj, *, memory_capacity: int) -> int:
+    """Upstream's per-QoS OOM score: Guaranteed -997, BestEffort 1000, Burstable by its
+    memory request's share of the node (2..999)."""
+    qos = (pod.get("status") or {}).get("qosClass")
+    if qos == "Guaranteed":
+        return -997
+    if qos == "BestEffort":
+        return 1000
+    req = ((c.get("resources") or {}).get("requests") or {}).get("memory")
+    adj = 1000 - (1000 * bytes_(req)) // max(memory_capacity, 1) if req else 1000
+    return int(min(max(2, adj), 999))
+
+
 def hostname(pod: Obj) -> str:
     return (pod["spec"].get("hostname") or pod["metadata"]["name"])[:63]
 

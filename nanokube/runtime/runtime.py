@@ -57,7 +57,8 @@ class ContainerConfig:
     stdin: bool = False       # interactive containers (kubectl run -it): the shim keeps attach.sock
     stdin_once: bool = False
     tty: bool = False
-    security: dict = field(default_factory=dict)  # kubelet/security.py: uid, gid, groups, caps, ...
+    security: dict = field(default_factory=dict)
+    oom_score_adj: int | None = None  # kubelet/security.py: uid, gid, groups, caps, ...
 
 
 @dataclass
@@ -127,6 +128,7 @@ class Runtime:
             "mounts": [asdict(m) for m in cfg.mounts], "log": str(d / "container.log"),
             "cgroup_procs": procs, "oom_files": ooms,
             "stdin": cfg.stdin, "stdinOnce": cfg.stdin_once, "tty": cfg.tty, "security": cfg.security,
+            "oom_score_adj": cfg.oom_score_adj,
         }
         (d / "config.json").write_text(json.dumps(shim_cfg))
         (d / "meta.json").write_text(json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("env", "mounts")}))

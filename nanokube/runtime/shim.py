@@ -66,6 +66,9 @@ def setup_root(cfg, root):
     for sub in ("proc", "dev", "sys", "tmp", "etc"):
         os.makedirs(f"{root}/{sub}", exist_ok=True)
     mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    # As runc: the kernel's knobs are read-only in a container.
+    mount(f"{root}/proc/sys", f"{root}/proc/sys", None, MS_BIND | MS_REC)
+    mount(None, f"{root}/proc/sys", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     mount("tmpfs", f"{root}/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
     for dev in ("null", "zero", "full", "random", "urandom", "tty"):
         open(f"{root}/dev/{dev}", "w").close()
@@ -126,6 +129,7 @@ def container_init(cfg, out_w, err_w, go_r, stdin_r=None, pty_sock=None):
             os.dup2(stdin_r if stdin_r is not None else os.open("/dev/null", os.O_RDONLY), 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
+        set_oom_score_adj(cfg.get("oom_score_adj"))
         drop_privileges(sec)
         env = dict(cfg["env"])
         os.execvpe(cfg["argv"][0], cfg["argv"], env)
@@ -230,6 +234,18 @@ class Attach:
             pass
 
 
+def set_oom_score_adj(value):
+    """The QoS class's OOM score; lowering it needs CAP_SYS_RESOURCE, which some hosts (and
+    sandboxes) do not give even to root: then the container keeps the inherited score."""
+    if value is None:
+        return
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except PermissionError:
+        pass
+
+
 def drop_privileges(sec):
     """The securityContext, resolved by the kubelet: capability bounding set, no_new_privs,
     then groups, group and user (last: changing them needs the capabilities still held)."""
@@ -281,6 +297,7 @@ def exec_in(d, argv):
                 os.chdir(cfg.get("cwd") or "/")
             except OSError:
                 os.chdir("/")
+            set_oom_score_adj(cfg.get("oom_score_adj"))  # the container's, not the agent's
             drop_privileges(cfg.get("security") or {})
             os.execvpe(argv[0], argv, dict(cfg["env"]))
         except FileNotFoundError:
