@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +191,17 @@ class KubeletServer:
                     if x:
                         await resp.write(x[1].encode())
                     continue
+                try:
+                    if os.stat(path).st_ino != os.fstat(f.fileno()).st_ino:  # rotated: follow the new file
+                        f.close()
+                        f = open(path, "r", errors="replace")
+                        continue
+                except FileNotFoundError:
+                    pass
                 st = await self.kubelet.runtime.status(cid)
                 if st.state != "running":
                     break
                 await asyncio.sleep(0.2)
+            f.close()  # the file followed last (the with closes only the first)
         await resp.write_eof()
         return resp

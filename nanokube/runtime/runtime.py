@@ -58,7 +58,9 @@ class ContainerConfig:
     stdin_once: bool = False
     tty: bool = False
     security: dict = field(default_factory=dict)
-    oom_score_adj: int | None = None  # kubelet/security.py: uid, gid, groups, caps, ...
+    oom_score_adj: int | None = None
+    log_max_bytes: int = 10 << 20   # the kubelet's containerLogMaxSize (10Mi) and MaxFiles (5)
+    log_max_files: int = 5  # kubelet/security.py: uid, gid, groups, caps, ...
 
 
 @dataclass
@@ -128,7 +130,7 @@ class Runtime:
             "mounts": [asdict(m) for m in cfg.mounts], "log": str(d / "container.log"),
             "cgroup_procs": procs, "oom_files": ooms,
             "stdin": cfg.stdin, "stdinOnce": cfg.stdin_once, "tty": cfg.tty, "security": cfg.security,
-            "oom_score_adj": cfg.oom_score_adj,
+            "oom_score_adj": cfg.oom_score_adj, "log_max_bytes": cfg.log_max_bytes, "log_max_files": cfg.log_max_files,
         }
         (d / "config.json").write_text(json.dumps(shim_cfg))
         (d / "meta.json").write_text(json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("env", "mounts")}))

@@ -234,6 +234,20 @@ class Attach:
             pass
 
 
+def rotate(log, path, max_files):
+    """containerLogMaxSize / containerLogMaxFiles: the log becomes path.1 (older ones shift up,
+    the oldest beyond max_files goes) and a new one starts, as the kubelet rotates CRI logs."""
+    log.close()
+    for i in range(max_files - 1, 0, -1):
+        if os.path.exists(f"{path}.{i}"):
+            if i + 1 >= max_files:
+                os.unlink(f"{path}.{i}")
+            else:
+                os.rename(f"{path}.{i}", f"{path}.{i + 1}")
+    os.rename(path, f"{path}.1")
+    return open(path, "ab", buffering=0)
+
+
 def set_oom_score_adj(value):
     """The QoS class's OOM score; lowering it needs CAP_SYS_RESOURCE, which some hosts (and
     sandboxes) do not give even to root: then the container keeps the inherited score."""
@@ -399,6 +413,8 @@ def main():
             partial[fd] = lines.pop()
             stamp = now().encode()
             log.write(b"".join(stamp + b" " + names[fd] + b" F " + line.rstrip(b"\r") + b"\n" for line in lines))
+            if log.tell() >= cfg.get("log_max_bytes", 10 << 20):
+                log = rotate(log, cfg["log"], cfg.get("log_max_files", 5))
     if attach:
         attach.close()
     _, status = os.waitpid(pid, 0)

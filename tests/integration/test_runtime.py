@@ -85,3 +85,20 @@ async def test_stop_readopt_and_oom(env):
                        memory_limit_bytes=16 << 20))
     st = await until_exited(rt, "c3")
     assert (st.exit_code, st.reason) == (137, "OOMKilled")
+
+
+async def test_logs_rotate_by_size(env):
+    rt = env[0]
+    c = cfg(env, "rot" + secrets.token_hex(3), ["sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); done"],
+            log_max_bytes=20000, log_max_files=3)
+    await rt.start(c)
+    await until_exited(rt, c.id)
+    log = rt.log_path(c.id)
+    rotated = sorted(p.name for p in log.parent.glob(log.name + ".*"))
+    assert rotated == [log.name + ".1", log.name + ".2"]  # at most 3 files: the oldest went
+    for p in [log, log.with_name(log.name + ".1"), log.with_name(log.name + ".2")]:
+        assert p.stat().st_size < 20000 + 200
+    last = log.read_text().splitlines()[-1]
+    assert last.endswith("F line-2999")  # the current file ends with the last line
+    older = log.with_name(log.name + ".1").read_text().splitlines()
+    assert int(older[-1].split("line-")[1]) + 1 == int(log.read_text().splitlines()[0].split("line-")[1])  # no gap
