@@ -183,6 +183,7 @@ class Kubelet:
         return f"{self.cgroup_prefix}/pod{uid}"
 
     def _remove_pod_cgroup(self, uid: str) -> None:
+        self.runtime.remove_pause(uid)
         try:
             self.runtime.cgroups.remove(self._pod_cgroup(uid))
         except OSError as e:
@@ -510,6 +511,9 @@ class Kubelet:
             mounts=[Mount(str(files / "hosts"), "/etc/hosts"), Mount(str(files / "resolv.conf"), "/etc/resolv.conf"),
                     Mount(str(files / "hostname"), "/etc/hostname")] + volumes.mounts(c, track.volumes),
             stdin=bool(c.get("stdin")), stdin_once=bool(c.get("stdinOnce")), tty=bool(c.get("tty")),
+            pid_ns=(await asyncio.to_thread(self.runtime.pause_pid_ns, md["uid"], net.netns_path or None,
+                                            cgroup=self._pod_cgroup(md["uid"]))
+                    if pod["spec"].get("shareProcessNamespace") else None),
             security=sec, oom_score_adj=podspec.oom_score_adj(pod, c, memory_capacity=podspec.bytes_(self.capacity["memory"])),
             **podspec.resources(c))
         if attempt == 0:
@@ -651,6 +655,7 @@ class Kubelet:
             await asyncio.gather(*(self._stop_with_prestop(pod, cid, float(grace), track) for cid in running))
             for cid in running:
                 await self.runtime.remove(cid)
+            self.runtime.remove_pause(md["uid"])
             await asyncio.to_thread(self.network.teardown_pod, md["uid"])
             self._remove_pod_cgroup(md["uid"])
             shutil.rmtree(self.state_dir / "pods" / md["uid"], ignore_errors=True)

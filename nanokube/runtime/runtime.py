@@ -60,7 +60,8 @@ class ContainerConfig:
     security: dict = field(default_factory=dict)
     oom_score_adj: int | None = None
     log_max_bytes: int = 10 << 20   # the kubelet's containerLogMaxSize (10Mi) and MaxFiles (5)
-    log_max_files: int = 5  # kubelet/security.py: uid, gid, groups, caps, ...
+    log_max_files: int = 5
+    pid_ns: str | None = None   # join this pid namespace (the pod's pause process) instead of a new one  # kubelet/security.py: uid, gid, groups, caps, ...
 
 
 @dataclass
@@ -131,6 +132,7 @@ class Runtime:
             "cgroup_procs": procs, "oom_files": ooms,
             "stdin": cfg.stdin, "stdinOnce": cfg.stdin_once, "tty": cfg.tty, "security": cfg.security,
             "oom_score_adj": cfg.oom_score_adj, "log_max_bytes": cfg.log_max_bytes, "log_max_files": cfg.log_max_files,
+            "pid_ns": cfg.pid_ns,
         }
         (d / "config.json").write_text(json.dumps(shim_cfg))
         (d / "meta.json").write_text(json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("env", "mounts")}))
@@ -218,6 +220,32 @@ class Runtime:
     def exec_argv(self, id: str, command: list[str]) -> list[str]:
         """The command line that runs ``command`` inside running container ``id`` (shim --exec)."""
         return [sys.executable, "-S", str(SHIM), "--exec", str(self.dir(id)), "--", *command]
+
+    def pause_pid_ns(self, pod_uid: str, netns_path: str | None, *, cgroup: str = "") -> str:
+        """The pod's shared pid namespace (shareProcessNamespace): its pause process's, started
+        on first use. Returns the namespace's /proc path."""
+        d = self.state_dir / f"pause-{pod_uid}"
+        pidf = d / "pid"
+        if pidf.exists() and alive(int(pidf.read_text())):
+            return f"/proc/{pidf.read_text().strip()}/ns/pid"
+        d.mkdir(parents=True, exist_ok=True)
+        pidf.unlink(missing_ok=True)
+        subprocess.run([sys.executable, "-S", str(SHIM), "--pause", str(d), netns_path or ""], check=True,
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=10, start_new_session=True)
+        if cgroup:  # in the pod's cgroup, so that tearing the pod (or the cluster) down ends it too
+            self.cgroups.create(cgroup)
+            self.cgroups.add_process(cgroup, int(pidf.read_text()))
+        return f"/proc/{pidf.read_text().strip()}/ns/pid"
+
+    def remove_pause(self, pod_uid: str) -> None:
+        d = self.state_dir / f"pause-{pod_uid}"
+        pidf = d / "pid"
+        if pidf.exists():
+            try:
+                os.kill(int(pidf.read_text()), signal.SIGKILL)  # pid 1 of the pod's namespace: all go
+            except (ProcessLookupError, ValueError):
+                pass
+        shutil.rmtree(d, ignore_errors=True)
 
     def attach_socket(self, id: str) -> Path:
         """The shim's attach socket of an interactive (stdin/tty) container."""

@@ -331,9 +331,36 @@ def exec_in(d, argv):
     return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
+def pause(d, netns):
+    """A pod's shared pid namespace (shareProcessNamespace): pid 1 there does nothing but reap
+    the orphans of the pod's containers, as Kubernetes' pause container does."""
+    if netns:
+        fd = os.open(netns, os.O_RDONLY)
+        check(libc.setns(fd, CLONE_NEWNET), "setns net")
+        os.close(fd)
+    check(libc.unshare(CLONE_NEWPID), "unshare pid")
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        for s in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
+        while True:
+            try:
+                os.wait()
+            except ChildProcessError:
+                signal.pause()
+            except InterruptedError:
+                pass
+    with open(f"{d}/pid.tmp", "w") as f:
+        f.write(str(pid))
+    os.rename(f"{d}/pid.tmp", f"{d}/pid")
+
+
 def main():
     if sys.argv[1] == "--exec":
         sys.exit(exec_in(sys.argv[2], sys.argv[4:]))
+    if sys.argv[1] == "--pause":
+        sys.exit(pause(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else ""))
     d = sys.argv[1]
     with open(f"{d}/config.json") as f:
         cfg = json.load(f)
@@ -343,7 +370,12 @@ def main():
         fd = os.open(cfg["netns"], os.O_RDONLY)
         check(libc.setns(fd, CLONE_NEWNET), "setns net")
         os.close(fd)
-    check(libc.unshare(CLONE_NEWPID), "unshare pid")
+    if cfg.get("pid_ns"):  # shareProcessNamespace: the pod's pause process holds the namespace
+        fd = os.open(cfg["pid_ns"], os.O_RDONLY)
+        check(libc.setns(fd, CLONE_NEWPID), "setns pid")
+        os.close(fd)
+    else:
+        check(libc.unshare(CLONE_NEWPID), "unshare pid")
     tty, want_stdin = bool(cfg.get("tty")), bool(cfg.get("stdin"))
     if tty or want_stdin:
         import socket  # only interactive containers pay for it
