@@ -131,10 +131,33 @@ def _stop_processes(cdir: Path, *, grace: float = 10.0) -> None:
             pass
 
 
+def _stray_processes(cdir: Path) -> list[int]:
+    """nanokube servers and agents whose command line names this cluster's state directory,
+    whatever the pid files say (a crashed `up` or `down` can lose those)."""
+    needle = str(cdir).encode()
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        args = cmd.split(b"\0")
+        if needle in cmd and b"nanokube" in cmd and (b"server" in args or b"agent" in args):
+            out.append(int(d.name))
+    return out
+
+
 def teardown(cdir: Path, cluster: str) -> None:
     """Remove everything a cluster made: processes, containers, pod networks, cgroups, mounts,
     the cluster network, and the state directory."""
     _stop_processes(cdir)
+    for pid in _stray_processes(cdir):  # ours by their command line
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     from nanokube.cluster.cleanup import remove_node_leftovers
     info = json.loads((cdir / "cluster.json").read_text()) if (cdir / "cluster.json").exists() else {}
     for node in info.get("nodes", []):
