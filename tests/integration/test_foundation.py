@@ -125,8 +125,9 @@ def test_deleted_pod_is_replaced_and_service_keeps_answering(cluster):
                            {p["metadata"]["name"] for p in ps} else None)(ready_pods(cluster)), timeout=90)
     want = sorted(p["status"]["podIP"] for p in new)
     cluster.wait_for("endpoints to follow", lambda: endpoint_ips(cluster) == want)
-    for ip in NODE_IPS:
-        assert cluster.wget(f"http://{ip}:30080/").startswith("hello from ")
+    for ip in NODE_IPS:  # each node's kube-proxy applies the change on its own, a moment later
+        cluster.wait_for(f"{ip}:30080 to answer", lambda: (cluster.wget(f"http://{ip}:30080/") or "").startswith(
+            "hello from "), timeout=30)
 
 
 def test_scale_reapply_and_rollout(cluster):
