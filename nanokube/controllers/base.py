@@ -95,6 +95,21 @@ async def create_pods(client: Any, owner: Obj, pods: list[Obj], pending: dict[st
         raise errs[0]
 
 
+async def delete_pod(client: Any, owner: Obj, pod: Obj, *, component: str) -> bool:
+    """Delete one of ``owner``'s pods with a SuccessfulDelete event; False if it was gone."""
+    from nanokube.api.errors import ApiError
+    from nanokube.client.events import emit
+    md = pod["metadata"]
+    try:
+        await client.delete("pods", md["name"], namespace=md["namespace"])
+    except ApiError as e:
+        if e.code != 404:
+            raise
+        return False
+    await emit(client, owner, reason="SuccessfulDelete", component=component, message=f"Deleted pod: {md['name']}")
+    return True
+
+
 def split_key(key: str) -> tuple[str | None, str]:
     ns, _, name = key.rpartition("/")
     return (ns or None), name

@@ -20,11 +20,10 @@ import time
 from typing import Any
 
 from nanokube.api.errors import ApiError
-from nanokube.client.events import emit
 from nanokube.scheduler.framework import NodeInfo
 from nanokube.scheduler.plugins import node_selector
 from nanokube.scheduler.plugins.taint_toleration import tolerates
-from .base import Controller, controller_ref, create_pods, is_pod_ready, split_key
+from .base import Controller, controller_ref, create_pods, delete_pod, is_pod_ready, split_key
 from .replicaset import EXPECTATION_TTL, NAME_CHARS, pod_from_template
 
 Obj = dict[str, Any]
@@ -298,14 +297,7 @@ class DaemonSetController(Controller):
                           component=COMPONENT)
 
     async def _delete(self, ds: Obj, pod: Obj) -> None:
-        md = pod["metadata"]
-        try:
-            await self.client.delete("pods", md["name"], namespace=md["namespace"])
-        except ApiError as e:
-            if e.code != 404:
-                raise
-            return
-        await emit(self.client, ds, reason="SuccessfulDelete", component=COMPONENT, message=f"Deleted pod: {md['name']}")
+        await delete_pod(self.client, ds, pod, component=COMPONENT)
 
     async def _status(self, ds: Obj, nodes: dict[str, Obj], verdict: dict[str, tuple[bool, bool]],
                       node_pods: dict[str, list[Obj]], hash_: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from nanokube.api.errors import ApiError
 from nanokube.client.events import emit
-from .base import Controller, controller_ref, create_pods, is_pod_ready, split_key
+from .base import Controller, controller_ref, create_pods, delete_pod, is_pod_ready, split_key
 from .replicaset import EXPECTATION_TTL, NAME_CHARS
 
 Obj = dict[str, Any]
@@ -517,13 +517,7 @@ class JobController(Controller):
             return
         if not count and has_finalizer(pod) and not self._finalizer_gone(pod):
             await self._remove_finalizer(pod)
-        try:
-            await self.client.delete("pods", md["name"], namespace=md["namespace"])
-        except ApiError as e:
-            if e.code != 404:
-                raise
-            return
-        await emit(self.client, job, reason="SuccessfulDelete", component=COMPONENT, message=f"Deleted pod: {md['name']}")
+        await delete_pod(self.client, job, pod, component=COMPONENT)
 
     async def _write_status(self, job: Obj, status: Obj) -> Obj | None:
         if status == (job.get("status") or {}):
