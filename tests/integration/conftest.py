@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -51,7 +52,9 @@ def snapshot() -> dict[str, set[str]]:
         "links": {l.split(":")[1].strip().split("@")[0] for l in lines("ip", "-o", "link") if ": nk" in l},
         "root_links": lines("ip", "-o", "link"),
         "root_routes": lines("ip", "route"),
-        "root_iptables": lines("iptables-legacy-save"),
+        # comments carry a timestamp and chain policies carry packet counters: compare the rules
+        "root_iptables": {re.sub(r"\[\d+:\d+\]", "", l) for l in lines("iptables-legacy-save")
+                          if not l.startswith("#")},
         "cgroups": cg,
         "mounts": mounts,
         "processes": procs,
