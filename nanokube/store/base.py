@@ -51,6 +51,50 @@ class _Entry:
     create_revision: int
 
 
+def _group(key: str) -> str | None:
+    """A key's resource prefix: ``/registry/pods/ns/name`` → ``/registry/pods/`` (None if the
+    key or prefix is shorter than that)."""
+    i = key.find("/", key.find("/", 1) + 1)
+    return key[:i + 1] if i > 0 else None
+
+
+class _Index(dict):
+    """key → entry, plus the keys of each resource prefix, so a LIST of one resource (or one
+    namespace of it) reads that resource's keys only, not every key in the store."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: dict[str, dict[str, None]] = {}
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self:
+            g = _group(key)
+            if g is not None:
+                self.groups.setdefault(g, {})[key] = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        g = _group(key)
+        if g is not None and g in self.groups:
+            self.groups[g].pop(key, None)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            v = self[key]
+            del self[key]
+            return v
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def under(self, prefix: str) -> list[str]:
+        """The keys that start with prefix."""
+        g = _group(prefix)
+        keys = self.groups.get(g, {}) if g is not None else self
+        return [k for k in keys if k.startswith(prefix)]
+
+
 class _Watcher:
     def __init__(self, prefix: str, maxsize: int):
         self.prefix = prefix
@@ -64,7 +108,7 @@ class Store:
     WATCH_QUEUE = 10000
 
     def __init__(self) -> None:
-        self._data: dict[str, _Entry] = {}
+        self._data: _Index = _Index()
         self._rev = 0
         self._watchers: set[_Watcher] = set()
         self._lock = asyncio.Lock()
@@ -93,12 +137,13 @@ class Store:
         return (e.value, e.mod_revision) if e else None
 
     def list(self, prefix: str) -> tuple[list[tuple[str, dict[str, Any], int]], int]:
-        items = [(k, e.value, e.mod_revision) for k, e in self._data.items() if k.startswith(prefix)]
+        data = self._data
+        items = [(k, data[k].value, data[k].mod_revision) for k in data.under(prefix)]
         items.sort(key=lambda t: t[0])
         return items, self._rev
 
     def count(self, prefix: str) -> int:
-        return sum(1 for k in self._data if k.startswith(prefix))
+        return len(self._data.under(prefix))
 
     # -- writes ----------------------------------------------------------------------------
     def _commit(self, ev_type: str, key: str, value: dict[str, Any] | None, *, created: bool,
