@@ -39,8 +39,7 @@ def pod_spec(spec: Obj) -> None:
     spec.setdefault("securityContext", {})
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("enableServiceLinks", True)
-    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
-    spec.setdefault("priority", 0)
+    # (priority and preemptionPolicy are set by Priority admission on pod create, never on templates.)
     for c in spec.get("initContainers") or []:
         _container(c)
     for c in spec.get("containers") or []:
@@ -214,6 +213,12 @@ def _storageclass(o: Obj) -> None:
     o.setdefault("volumeBindingMode", "Immediate")
 
 
+def _priorityclass(o: Obj) -> None:
+    """SetDefaults_PriorityClass; ``value`` is a plain int32 upstream, so absent means 0."""
+    o.setdefault("value", 0)
+    o.setdefault("preemptionPolicy", "PreemptLowerPriority")
+
+
 def _service(o: Obj) -> None:
     s = o.setdefault("spec", {})
     s.setdefault("type", "ClusterIP")
@@ -315,6 +320,7 @@ _BY_RESOURCE: dict[str, Callable[[Obj], None]] = {
     "persistentvolumeclaims": _pvc,
     "persistentvolumes": _pv,
     "storageclasses": _storageclass,
+    "priorityclasses": _priorityclass,
 }
 
 

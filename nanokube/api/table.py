@@ -314,6 +314,12 @@ def _ingressclass(o: Obj, now: dt.datetime) -> list[Any]:
     return [o["metadata"]["name"], spec.get("controller", ""), params, age(o, now)]
 
 
+def _priorityclass(o: Obj, now: dt.datetime) -> list[Any]:
+    # upstream printers.go printPriorityClass: NAME VALUE GLOBAL-DEFAULT AGE PREEMPTIONPOLICY
+    return [o["metadata"]["name"], o.get("value", 0), bool(o.get("globalDefault", False)), age(o, now),
+            o.get("preemptionPolicy") or "PreemptLowerPriority"]
+
+
 def _storageclass(c: Obj, now: dt.datetime) -> list[Any]:
     name = c["metadata"]["name"]
     if (c["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class") == "true":
@@ -413,6 +419,8 @@ SIMPLE: dict[str, tuple[list[Obj], Callable[[Obj, dt.datetime], list[Any]]]] = {
     "ingresses": ([_col("Name", fmt="name"), _col("Class"), _col("Hosts"), _col("Address"), _col("Ports"),
                    _col("Age")], _ingress),
     "ingressclasses": ([_col("Name", fmt="name"), _col("Controller"), _col("Parameters"), _col("Age")], _ingressclass),
+    "priorityclasses": ([_col("Name", fmt="name"), _col("Value", "integer"), _col("Global-Default", "boolean"),
+                         _col("Age"), _col("PreemptionPolicy")], _priorityclass),
     "roles": ROLE_COLS, "clusterroles": ROLE_COLS, "rolebindings": BINDING_COLS, "clusterrolebindings": BINDING_COLS,
     "pods": (POD_COLS, _pod),
     "nodes": (NODE_COLS, _node),

@@ -558,6 +558,68 @@ def _ingressclass(causes: Causes, o: Obj) -> None:
     check(causes, o)
 
 
+# -- scheduling.k8s.io PriorityClass (pkg/apis/scheduling/validation) ---------------------------
+HIGHEST_USER_DEFINABLE_PRIORITY = 1_000_000_000
+SYSTEM_CRITICAL_PRIORITY = 2 * HIGHEST_USER_DEFINABLE_PRIORITY
+# The classes every cluster creates at start (controllers/bootstrap.py): name → (value, description).
+SYSTEM_PRIORITY_CLASSES = {
+    "system-node-critical": (SYSTEM_CRITICAL_PRIORITY + 1000,
+                             "Used for system critical pods that must not be moved from their current node."),
+    "system-cluster-critical": (SYSTEM_CRITICAL_PRIORITY,
+                                "Used for system critical pods that must run in the cluster, but can be moved to "
+                                "another node if necessary."),
+}
+PREEMPTION_POLICIES = ["PreemptLowerPriority", "Never"]
+
+
+def _forbidden(causes: Causes, field: str, detail: str) -> None:
+    causes.append({"reason": "FieldValueForbidden", "message": f"Forbidden: {detail}", "field": field})
+
+
+def _known_system_class(name: str, value: Any, global_default: bool) -> str | None:
+    """IsKnownSystemPriorityClass: None if it is one, else upstream's error text."""
+    if name not in SYSTEM_PRIORITY_CLASSES:
+        return f"{name} is not a known system priority class"
+    want = SYSTEM_PRIORITY_CLASSES[name][0]
+    if value != want:
+        return f"value of {name} PriorityClass must be {want}"
+    if global_default:
+        return f"globalDefault of {name} PriorityClass must be false"
+    return None
+
+
+def _priorityclass(causes: Causes, o: Obj) -> None:
+    """ValidatePriorityClass: ``system-`` names are reserved for the built-in classes, user
+    classes stay at or below 1,000,000,000, and the preemption policy is a known one."""
+    name, value = (o.get("metadata") or {}).get("name") or "", o.get("value", 0)
+    if not isinstance(value, int) or isinstance(value, bool) or not -2**31 <= value < 2**31:
+        invalid(causes, "value", value, "must be a 32-bit integer")
+        return
+    if name.startswith("system-"):
+        err = _known_system_class(name, value, bool(o.get("globalDefault")))
+        if err:
+            _forbidden(causes, "metadata.name",
+                       f"priority class names with 'system-' prefix are reserved for system use only. error: {err}")
+    elif value > HIGHEST_USER_DEFINABLE_PRIORITY:
+        _forbidden(causes, "value", f"maximum allowed value of a user defined priority is {HIGHEST_USER_DEFINABLE_PRIORITY}")
+    pp = o.get("preemptionPolicy")
+    if pp is not None and pp not in PREEMPTION_POLICIES:
+        if pp == "":
+            required(causes, "preemptionPolicy")
+        else:
+            not_supported(causes, "preemptionPolicy", pp, PREEMPTION_POLICIES)
+
+
+def priorityclass_update(old: Obj, new: Obj) -> Causes:
+    """ValidatePriorityClassUpdate: ``value`` and ``preemptionPolicy`` never change."""
+    causes: Causes = []
+    if new.get("value", 0) != old.get("value", 0):
+        _forbidden(causes, "value", "may not be changed in an update.")
+    if new.get("preemptionPolicy") != old.get("preemptionPolicy"):
+        invalid(causes, "preemptionPolicy", new.get("preemptionPolicy"), "field is immutable")
+    return causes
+
+
 _BY_RESOURCE: dict[str, Callable[[Causes, Obj], None]] = {
     "resourcequotas": _resourcequota,
     "limitranges": _limitrange,
@@ -580,6 +642,7 @@ _BY_RESOURCE: dict[str, Callable[[Causes, Obj], None]] = {
     "storageclasses": _storageclass,
     "ingresses": _ingress,
     "ingressclasses": _ingressclass,
+    "priorityclasses": _priorityclass,
 }
 
 

@@ -249,6 +249,7 @@ class Registry:
         defaults.apply_defaults(plural, obj)
         if plural == "pods":
             await admission.service_account(self.store, obj, rng=self.rng)
+            admission.priority(self.store, obj)
             admission.default_tolerations(obj, self.default_toleration_seconds)
             quota.admit_limit_ranges(self.store, obj)
         if plural == "persistentvolumeclaims":
@@ -268,6 +269,8 @@ class Registry:
                 raise Conflict(r.plural, md["name"], group=r.group, already_exists=True)
             if plural == "services":
                 self._allocate_service(obj, None)
+            if plural == "priorityclasses":
+                admission.priority_class(self.store, obj, update=False)  # under the lock: one default
             md["creationTimestamp"] = self._now()
             md.pop("resourceVersion", None)
             md.pop("deletionTimestamp", None)
@@ -337,12 +340,16 @@ class Registry:
                 else:
                     new.pop("status", None)
             defaults.apply_defaults(r.plural, new)
+            if r.plural == "pods":
+                admission.keep_priority(old, new)
             if r.plural in HAS_GENERATION and new.get("spec") != old.get("spec"):
                 new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
             self._check_immutable(r, old, new)
             self._validate(r, new)
             if r.plural == "services":
                 self._allocate_service(new, old)
+            if r.plural == "priorityclasses":
+                admission.priority_class(self.store, new, update=True)
         if new == old:
             return copy.deepcopy(old)
         # The last finalizer removed from an object being deleted: it goes away now.
@@ -386,6 +393,8 @@ class Registry:
             causes += validation.claim_update(old, new)
         if r.plural == "statefulsets" and not causes:
             causes += validation.statefulset_update(old, new)
+        if r.plural == "priorityclasses":
+            causes += validation.priorityclass_update(old, new)
         if causes:
             raise Invalid(r.kind, new["metadata"]["name"], causes, group=r.group)
 
@@ -527,6 +536,8 @@ class Registry:
                      preconditions: Obj | None = None, dry_run: bool = False) -> Obj:
         r = self._res(plural)
         ns = self._ns(r, namespace)
+        if plural == "priorityclasses":
+            admission.priority_class_delete(name)
         async with self._lock:
             key = self.key(r, ns, name)
             got = self.store.get(key)

@@ -7,6 +7,8 @@ reach the API the way they do in any Kubernetes cluster. ``kube-system/kube-dns`
 that runs inside the server (network/dns.py), so kube-proxy DNATs the pods' nameserver to it.
 The IngressClass ``nginx`` (the default class) names the controller every agent runs
 (network/ingress_agent.py).
+The PriorityClasses ``system-cluster-critical`` and ``system-node-critical`` are the two
+built-in classes kube-apiserver creates (validation reserves the ``system-`` prefix for them).
 Re-checked periodically, so a deleted one returns.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 from typing import Any
 
 from nanokube.api.errors import ApiError
+from nanokube.api.validation import SYSTEM_PRIORITY_CLASSES
 
 log = logging.getLogger("nanokube.bootstrap")
 NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -25,6 +28,10 @@ async def ensure(client: Any, *, apiserver_host: str, apiserver_port: int, servi
                  dns_ip: str = "10.96.0.10", dns_port: int = 53) -> None:
     for ns in NAMESPACES:
         await _create(client, "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    for name, (value, description) in SYSTEM_PRIORITY_CLASSES.items():
+        await _create(client, "priorityclasses", {
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+            "value": value, "description": description})
     await _create(client, "services", {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default",
