@@ -92,6 +92,8 @@ class Kubelet:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.capacity = capacity or nodestatus.default_capacity(max_pods)
+        # status.images (for the scheduler's ImageLocality); sizes are cached per image version.
+        self.node_images = nodestatus.NodeImages(runtime.images) if hasattr(runtime, "images") else None
         self.kubelet_port = kubelet_port
         self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={node_name}")
         self.nodes = Informer(client, "nodes")
@@ -120,8 +122,9 @@ class Kubelet:
         while True:
             await asyncio.sleep(self.status_interval)
             try:
+                images = await asyncio.to_thread(self.node_images.status) if self.node_images else None
                 await nodestatus.heartbeat(self.client, node_name=self.node_name, node_ip=self.node_ip,
-                                           capacity=self.capacity, kubelet_port=self.kubelet_port)
+                                           capacity=self.capacity, kubelet_port=self.kubelet_port, images=images)
                 await nodestatus.renew_lease(self.client, self.node_name)
             except Exception as e:  # noqa: BLE001 - try again next beat
                 log.warning("node heartbeat: %r", e)

@@ -3,20 +3,26 @@
 Capacity comes from the machine (psutil); the node reports Ready with upstream's reason and
 message, its InternalIP and the kubelet endpoint the apiserver uses for logs. Status is
 written every 10 s and the Lease in ``kube-node-lease`` renewed every 10 s, as upstream.
+``status.images`` lists the runtime's local images (``NodeImages``): each image's on-disk size
+is computed once per image version (keyed by its config.json's mtime), not on every beat.
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 from nanokube.api.errors import ApiError
+from nanokube.runtime.images import tree_size
 
 Obj = dict[str, Any]
 KUBELET_VERSION = "v1.37.0-nanokube"
+MAX_IMAGES = 50   # upstream kubelet's --node-status-max-images default
 
 
 def _now(micro: bool = False) -> str:
@@ -39,8 +45,51 @@ def os_image() -> str:
     return "Linux"
 
 
+def image_names(name: str, tag: str) -> list[str]:
+    """The names a local image is reported under: the fully qualified reference first, then
+    the familiar one (``busybox`` → docker.io/library/busybox:latest, busybox:latest)."""
+    first = name.split("/", 1)[0]
+    if "/" in name and ("." in first or ":" in first or first == "localhost"):
+        return [f"{name}:{tag}"]
+    full = f"docker.io/{name}" if "/" in name else f"docker.io/library/{name}"
+    return [f"{full}:{tag}", f"{name}:{tag}"]
+
+
+def images_status(images: list[tuple[str, str, int]], *, limit: int = MAX_IMAGES) -> list[Obj]:
+    """``status.images`` from (name, tag, size) triples: largest first, at most ``limit``, as
+    upstream's kubelet reports them."""
+    ordered = sorted(images, key=lambda t: (-t[2], t[0]))[:limit]
+    return [{"names": image_names(n, tag), "sizeBytes": size} for n, tag, size in ordered]
+
+
+class NodeImages:
+    """The local image store as ``status.images``; sizes cached per image version."""
+
+    def __init__(self, store: Any):
+        self.store = store
+        self._seen: dict[str, tuple[int, str, int]] = {}   # name → (config mtime_ns, tag, size)
+
+    def status(self) -> list[Obj]:
+        out: list[tuple[str, str, int]] = []
+        seen: dict[str, tuple[int, str, int]] = {}
+        for name in self.store.list():
+            d = Path(self.store.root) / name
+            try:
+                stamp = (d / "config.json").stat().st_mtime_ns
+                hit = self._seen.get(name)
+                if hit is None or hit[0] != stamp:
+                    tag = json.loads((d / "config.json").read_text()).get("tag") or "latest"
+                    hit = (stamp, tag, tree_size(d / "rootfs"))
+            except (OSError, ValueError):
+                continue  # removed or being rewritten: the next beat sees it
+            seen[name] = hit
+            out.append((name, hit[1], hit[2]))
+        self._seen = seen
+        return images_status(out)
+
+
 def node_status(*, node_ip: str, node_name: str, capacity: dict[str, str], kubelet_port: int,
-                old: Obj | None = None) -> Obj:
+                old: Obj | None = None, images: list[Obj] | None = None) -> Obj:
     now = _now()
     old_conds = {c["type"]: c for c in (old or {}).get("conditions") or []}
 
@@ -50,7 +99,9 @@ def node_status(*, node_ip: str, node_name: str, capacity: dict[str, str], kubel
                 "lastTransitionTime": prev["lastTransitionTime"] if prev and prev["status"] == status else now,
                 "reason": reason, "message": message}
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    extra = {} if images is None else {"images": images}
     return {
+        **extra,
         "capacity": capacity, "allocatable": capacity,
         "conditions": [
             cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
@@ -83,11 +134,13 @@ async def register(client: Any, *, node_name: str, node_ip: str, capacity: dict[
     return await heartbeat(client, node_name=node_name, node_ip=node_ip, capacity=capacity, kubelet_port=kubelet_port)
 
 
-async def heartbeat(client: Any, *, node_name: str, node_ip: str, capacity: dict[str, str], kubelet_port: int) -> Obj:
+async def heartbeat(client: Any, *, node_name: str, node_ip: str, capacity: dict[str, str], kubelet_port: int,
+                    images: list[Obj] | None = None) -> Obj:
     for _ in range(5):
         node = await client.get("nodes", node_name)
         node["status"] = {**node.get("status", {}), **node_status(
-            node_ip=node_ip, node_name=node_name, capacity=capacity, kubelet_port=kubelet_port, old=node.get("status"))}
+            node_ip=node_ip, node_name=node_name, capacity=capacity, kubelet_port=kubelet_port, old=node.get("status"),
+            images=images)}
         try:
             return await client.update("nodes", node, subresource="status")
         except ApiError as e:
