@@ -43,6 +43,7 @@ class ServerConfig:
     lb_pool: str | None = None             # LoadBalancer addresses, "first-last" or a CIDR (None: off)
     datastore: str | None = None           # etcd://HOST:PORT[/prefix] or sqlite:///PATH (None: data_dir/state.db)
     hpa_sync_period: float = 15.0          # how often the HPA controller reconciles each autoscaler
+    scoring_strategy: str = "LeastAllocated"  # the scheduler's NodeResourcesFit score (or MostAllocated)
 
 
 async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
@@ -89,7 +90,7 @@ async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, s
                                lb_pool=cfg.lb_pool, hpa_sync_period=cfg.hpa_sync_period,
                                pod_metrics=lambda ns, sel: _pod_metrics(api, ns, sel))
         tasks.append(asyncio.create_task(cm.run(), name="controllers"))
-        tasks.append(asyncio.create_task(Scheduler(client).run(), name="scheduler"))
+        tasks.append(asyncio.create_task(Scheduler(client, strategy=cfg.scoring_strategy).run(), name="scheduler"))
     tasks.append(asyncio.create_task(_compactor(store), name="compactor"))
     if cfg.dns_port:
         from nanokube.network.dns import run_dns

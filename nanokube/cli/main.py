@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long pods stay on a not-ready or unreachable node (default %(default)s)")
     s.add_argument("--hpa-sync-period", type=float, default=15.0, metavar="SECONDS",
                    help="how often HorizontalPodAutoscalers are reconciled (default %(default)s)")
+    s.add_argument("--scheduler-scoring-strategy", choices=("LeastAllocated", "MostAllocated"),
+                   default="LeastAllocated",
+                   help="NodeResourcesFit scoring: spread pods over the emptiest nodes (LeastAllocated, the "
+                        "default) or pack them onto the fullest (MostAllocated)")
 
     a = sub.add_parser("agent", help="run a node: kubelet, kube-proxy and routes",
                        description="Run one node's agent: kubelet, kube-proxy and the host-gw route agent.")
@@ -136,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                            node_monitor_grace_period=args.node_monitor_grace_period,
                            default_toleration_seconds=args.default_toleration_seconds,
                            token_auth_file=args.token_auth_file, lb_pool=args.lb_pool, datastore=args.datastore,
-                           hpa_sync_period=args.hpa_sync_period)
+                           hpa_sync_period=args.hpa_sync_period,
+                           scoring_strategy=args.scheduler_scoring_strategy)
         asyncio.run(run_server(cfg))
         return 0
     if args.cmd == "agent":

@@ -1,7 +1,7 @@
 """DaemonSet controller: one pod on every eligible node (daemon_controller.go, reduced).
 
 Eligibility is pure (``should_run``): the template's nodeSelector (the scheduler's
-node_selector plugin), required nodeAffinity terms, and taints against the template's
+node_affinity plugin), required nodeAffinity terms, and taints against the template's
 tolerations plus the ones every daemon pod gets (not-ready, unreachable, unschedulable,
 pressure). An untolerated NoSchedule taint stops new pods but keeps running ones; NoExecute
 removes them, as upstream. The controller places pods itself: ``spec.nodeName`` plus the
@@ -21,7 +21,7 @@ from typing import Any
 
 from nanokube.api.errors import ApiError
 from nanokube.scheduler.framework import NodeInfo
-from nanokube.scheduler.plugins import node_selector
+from nanokube.scheduler.plugins import node_affinity
 from nanokube.scheduler.plugins.taint_toleration import tolerates
 from .base import Controller, controller_ref, create_pods, delete_pod, is_pod_ready, split_key
 from .replicaset import EXPECTATION_TTL, NAME_CHARS, pod_from_template
@@ -105,7 +105,7 @@ def should_run(ds: Obj, node: Obj) -> tuple[bool, bool]:
     if spec.get("nodeName") and spec["nodeName"] != node["metadata"]["name"]:
         return False, False
     pod = {"spec": {**spec, "tolerations": daemon_tolerations(spec)}}
-    if node_selector.filter(pod, NodeInfo(node)) is not None or not node_affinity_matches(spec, node):
+    if node_affinity.filter(pod, NodeInfo(node), None) is not None or not node_affinity_matches(spec, node):
         return False, False
     run, keep = True, True
     for taint in (node.get("spec") or {}).get("taints") or []:

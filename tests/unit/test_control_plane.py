@@ -9,8 +9,8 @@ import pytest
 from nanokube.apiserver.registry import Registry
 from nanokube.client.local import LocalClient
 from nanokube.controllers.manager import ControllerManager
-from nanokube.scheduler.scheduler import Scheduler, schedule_one, unschedulable_message
-from nanokube.scheduler.framework import NodeInfo
+from nanokube.scheduler.scheduler import Scheduler, plugins_for
+from nanokube.scheduler.framework import NodeInfo, Snapshot, schedule, unschedulable_message
 from nanokube.store import MemoryStore
 from .helpers import until
 
@@ -110,8 +110,8 @@ def test_unschedulable_message_as_upstream():
     pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}}
     infos = [NodeInfo(node("a")), NodeInfo(node("b", ready=False)), NodeInfo(node("c"))]
     infos[2].node["spec"] = {"unschedulable": True}
-    chosen, reasons = schedule_one(pod, infos, random.Random(1))
-    assert chosen is None
-    assert unschedulable_message(3, reasons) == (
+    res = schedule(pod, Snapshot(infos), plugins_for(), random.Random(1))
+    assert res.node is None
+    assert unschedulable_message(3, res.reasons) == (
         "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint "
         "{node.kubernetes.io/not-ready: }, 1 node(s) were unschedulable.")

@@ -1,11 +1,22 @@
-"""Filter: the node reports Ready (upstream taints not-ready nodes; we read the condition)."""
+"""NodeReady: the node reports condition Ready=True.
+
+Upstream has no such plugin: the node lifecycle controller taints a not-ready node with
+``node.kubernetes.io/not-ready`` and TaintToleration rejects it. Key design choice: we read
+the condition directly (no wait for the taint) and report upstream's wording for that taint,
+so FailedScheduling messages read the same; preemption cannot help (unresolvable).
+"""
 from __future__ import annotations
 
-from nanokube.scheduler.framework import NodeInfo, Obj
+from typing import Any
+
+from nanokube.scheduler.framework import NodeInfo, Obj, Unresolvable
+
+NAME = "NodeReady"
+REASON = "node(s) had untolerated taint {node.kubernetes.io/not-ready: }"
 
 
-def filter(pod: Obj, ni: NodeInfo) -> str | None:
-    conds = (ni.node.get("status") or {}).get("conditions") or []
-    if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds):
-        return None
-    return "node(s) had untolerated taint {node.kubernetes.io/not-ready: }"
+def filter(pod: Obj, ni: NodeInfo, state: Any) -> Unresolvable | None:
+    for c in (ni.node.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return None if c.get("status") == "True" else Unresolvable(REASON)
+    return Unresolvable(REASON)

@@ -6,7 +6,8 @@ not hold the pod back: the pod is scheduled on resources alone and the volume is
 created on the node it landed on (controllers/volumes.py) — the simplest design that is
 still correct, because a node-local volume has no other node to prefer. An unbound claim
 of an ``Immediate`` class waits for its binder, as upstream. Missing or terminating claims
-make the pod unschedulable with upstream's wording.
+make the pod unschedulable with upstream's wording. A volume's node selector terms are
+matched by node_affinity.py's shared matcher (the pod's node affinity uses the same rules).
 
 The filter needs lookups the plain ``(pod, NodeInfo)`` plugins do not, so ``make_filter``
 closes over them; everything here is pure.
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from nanokube.scheduler.framework import NodeInfo, Obj
+from nanokube.scheduler.plugins.node_affinity import terms_match
 
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
@@ -25,32 +27,10 @@ def claim_names(pod: Obj) -> list[str]:
             if v.get("persistentVolumeClaim")]
 
 
-def _requirement(req: Obj, values: dict[str, str]) -> bool:
-    key, op, vals = req.get("key", ""), req.get("operator"), req.get("values") or []
-    if op == "In":
-        return key in values and values[key] in vals
-    if op == "NotIn":
-        return key not in values or values[key] not in vals
-    if op == "Exists":
-        return key in values
-    if op == "DoesNotExist":
-        return key not in values
-    return False
-
-
 def volume_fits_node(pv: Obj, node: Obj) -> bool:
     """A PersistentVolume's ``spec.nodeAffinity.required``: terms ORed, expressions ANDed."""
     terms = ((((pv.get("spec") or {}).get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms"))
-    if not terms:
-        return True
-    labels = dict((node.get("metadata") or {}).get("labels") or {})
-    fields = {"metadata.name": node["metadata"]["name"]}
-    for t in terms:
-        exprs, flds = t.get("matchExpressions") or [], t.get("matchFields") or []
-        if (exprs or flds) and all(_requirement(e, labels) for e in exprs) and \
-                all(_requirement(f, fields) for f in flds):
-            return True
-    return False
+    return not terms or terms_match(terms, node)
 
 
 def make_filter(claim: Callable[[str, str], Obj | None], volume: Callable[[str], Obj | None],
