@@ -29,11 +29,13 @@ def world(n: int, eps_per_svc: int = 5, *, bump: int = -1, drop: int = -1):
     svcs, eps = [], []
     for i in range(n):
         name = f"s{i}"
-        svcs.append({"metadata": {"namespace": "bench", "name": name},
+        # resourceVersions as informer objects carry them (the proxier re-renders a service
+        # only when its Service or Endpoints version changes)
+        svcs.append({"metadata": {"namespace": "bench", "name": name, "resourceVersion": "1"},
                      "spec": {"type": "NodePort", "clusterIP": f"10.96.{i // 250}.{i % 250 + 1}",
                               "ports": [{"name": "http", "port": 80, "nodePort": 30000 + i, "protocol": "TCP"}]}})
         k = eps_per_svc + (1 if i == bump else 0) - (1 if i == drop else 0)
-        eps.append({"metadata": {"namespace": "bench", "name": name},
+        eps.append({"metadata": {"namespace": "bench", "name": name, "resourceVersion": str(k)},
                     "subsets": [{"addresses": [{"ip": f"10.244.{j}.{i % 250 + 1}"} for j in range(k)],
                                  "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]})
     return svcs, eps

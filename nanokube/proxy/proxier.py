@@ -49,6 +49,7 @@ class Proxier:
         self._conntrack_delete = conntrack_delete or conntrack.delete
         self._set_lb = set_lb_addresses or (
             lambda want: netlink.sync_labeled_addresses(node_ips[0], LB_LABEL, want) if node_ips else set())
+        self._parts: dict = {}  # per-service rendered rules, by the objects' resourceVersions
         self._udp: set[rules.UdpFlow] | None = None  # UDP flows of the last applied sync
         self._lb: set[str] | None = None              # LB addresses held after the last sync
         self.syncs = 0
@@ -67,9 +68,10 @@ class Proxier:
         With ``nodes``, also keep this node's load-balancer addresses."""
         if full or self._applied is None:
             self._applied = {k: v for k, v in self.backend.read().items() if k[1].startswith(OUR_PREFIXES)}
-        rs = rules.render(services, endpoints, cluster_cidr=self.cluster_cidr, node_name=self.node_name)
+        rs = rules.render(services, endpoints, cluster_cidr=self.cluster_cidr, node_name=self.node_name,
+                          cache=self._parts)
         want = rs.chains
-        have = iptables.canonical_chains(want)  # how the kernel will print them back
+        have = rs.canonical  # how the kernel will print them back
         changed = {k for k, v in have.items() if self._applied.get(k) != v}
         stale = {k for k in self._applied if k not in want}
         try:

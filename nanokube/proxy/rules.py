@@ -20,7 +20,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from nanokube.host.iptables import render_restore
+from nanokube.host.iptables import canonical_chains, render_restore
 
 Obj = dict[str, Any]
 # (table, chain) → rules (argument strings, without "-A CHAIN")
@@ -73,6 +73,8 @@ class Ruleset:
     owners: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     # UDP (service address, endpoint) pairs, for conntrack clean-up when one goes away
     udp: set["UdpFlow"] = field(default_factory=set)
+    # ``chains`` as iptables-save prints them back (what a diff against the kernel compares)
+    canonical: Chains = field(default_factory=dict)
 
     def add(self, table: str, chain: str, rule: str | None = None, *, owner: str | None = None) -> None:
         self.chains.setdefault((table, chain), [])
@@ -153,92 +155,152 @@ def _sep(rs: Ruleset, spn: str, p: str, t: Endpoint, *, owner: str, affinity: in
     rs.add("nat", sep, f'-p {p} -m comment --comment "{spn}" {rec}-m {p} -j DNAT --to-destination {t.addr}', owner=owner)
 
 
+@dataclass
+class ServicePart:
+    """One service's share of the ruleset: the chains it owns and its rules in the shared
+    chains. Cached per service by the proxier, so one endpoint change re-renders one service."""
+    chains: Chains = field(default_factory=dict)
+    canonical: Chains = field(default_factory=dict)   # ``chains`` as iptables-save prints them
+    nat_svc: list[str] = field(default_factory=list)
+    filt_svc: list[str] = field(default_factory=list)
+    filt_ext: list[str] = field(default_factory=list)
+    nodeports: list[str] = field(default_factory=list)
+    udp: set["UdpFlow"] = field(default_factory=set)
+
+
+def render_service(svc: Obj, ep: Obj | None, *, cluster_cidr: str = "10.244.0.0/16",
+                   node_name: str | None = None) -> ServicePart:
+    """The rules of one service (pure)."""
+    part = ServicePart()
+    rs = Ruleset()
+    nat_svc, filt_svc, filt_ext, nodeports = part.nat_svc, part.filt_svc, part.filt_ext, part.nodeports
+    spec = svc.get("spec") or {}
+    ip = spec.get("clusterIP")
+    if not ip or ip == "None" or spec.get("type") == "ExternalName":
+        return part
+    ns, name = svc["metadata"].get("namespace", "default"), svc["metadata"]["name"]
+    owner = f"{ns}/{name}"
+    ext_ips = external_ips(svc)
+    affinity = None
+    if spec.get("sessionAffinity") == "ClientIP":
+        affinity = int(((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
+                       or 10800)
+    for sp in spec.get("ports") or []:
+        proto = sp.get("protocol", "TCP")
+        p = proto.lower()
+        spn = port_name(ns, name, sp.get("name") or "")
+        targets = _endpoints(ep, sp.get("name") or "", proto)
+        np_ = sp.get("nodePort") if spec.get("type") in ("NodePort", "LoadBalancer") else None
+        external = bool(np_ or ext_ips)
+        local_policy = external and spec.get("externalTrafficPolicy") == "Local"
+        if p == "udp":
+            part.udp |= {UdpFlow(d, port, t.ip) for t in targets for d, port in
+                       [(ip, sp["port"]), *((e, sp["port"]) for e in ext_ips), *([(None, np_)] if np_ else [])]}
+        if not targets:
+            if p == "udp":
+                part.udp.add(UdpFlow(ip, sp["port"], None))
+            filt_svc.append(f'-d {ip}/32 -p {p} -m comment --comment "{spn} has no endpoints" -m {p} '
+                            f'--dport {sp["port"]} -j REJECT --reject-with icmp-port-unreachable')
+            for e in ext_ips:
+                filt_ext.append(f'-d {e}/32 -p {p} -m comment --comment "{spn} has no endpoints" -m {p} '
+                                f'--dport {sp["port"]} -j REJECT --reject-with icmp-port-unreachable')
+            if np_:
+                filt_ext.append(f'-p {p} -m comment --comment "{spn} has no endpoints" -m addrtype --dst-type LOCAL '
+                                f'-m {p} --dport {np_} -j REJECT --reject-with icmp-port-unreachable')
+            continue
+        svc_c = svc_chain(spn, proto)
+        nat_svc.append(f'-d {ip}/32 -p {p} -m comment --comment "{spn} cluster IP" -m {p} --dport {sp["port"]} -j {svc_c}')
+        rs.add("nat", svc_c, f'! -s {cluster_cidr} -d {ip}/32 -p {p} -m comment --comment "{spn} cluster IP" '
+                             f'-m {p} --dport {sp["port"]} -j KUBE-MARK-MASQ', owner=owner)
+        _balance(rs, svc_c, spn, p, targets, owner=owner, affinity=affinity)
+        for t in targets:
+            _sep(rs, spn, p, t, owner=owner, affinity=affinity)
+        if not external:
+            continue
+        ext = ext_chain(spn, proto)
+        for e in ext_ips:
+            kind = "external IP" if e in (spec.get("externalIPs") or []) else "loadbalancer IP"
+            nat_svc.append(f'-d {e}/32 -p {p} -m comment --comment "{spn} {kind}" -m {p} --dport {sp["port"]} -j {ext}')
+        if np_:
+            nodeports.append(f'-p {p} -m comment --comment "{spn}" -m {p} --dport {np_} -j {ext}')
+        if not local_policy:
+            rs.add("nat", ext, f'-m comment --comment "masquerade traffic for {spn} external destinations" '
+                               f'-j KUBE-MARK-MASQ', owner=owner)
+            rs.add("nat", ext, f"-j {svc_c}", owner=owner)
+            continue
+        # externalTrafficPolicy: Local — pods and the node itself still reach every
+        # endpoint; outside clients only local ones, unmasqueraded (source IP kept).
+        rs.add("nat", ext, f'-s {cluster_cidr} -m comment --comment "pod traffic for {spn} external destinations" '
+                           f'-j {svc_c}', owner=owner)
+        rs.add("nat", ext, f'-m comment --comment "masquerade LOCAL traffic for {spn} external destinations" '
+                           f'-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ', owner=owner)
+        rs.add("nat", ext, f'-m comment --comment "route LOCAL traffic for {spn} external destinations" '
+                           f'-m addrtype --src-type LOCAL -j {svc_c}', owner=owner)
+        local = [t for t in targets if node_name and t.node == node_name]
+        if local:
+            svl = svl_chain(spn, proto)
+            rs.add("nat", ext, f"-j {svl}", owner=owner)
+            _balance(rs, svl, spn, p, local, owner=owner, affinity=affinity)
+        else:
+            # no local endpoint: outside traffic is dropped, as upstream
+            for e in ext_ips:
+                filt_ext.append(f'-d {e}/32 -p {p} -m comment --comment "{spn} has no local endpoints" -m {p} '
+                                f'--dport {sp["port"]} -j DROP')
+            if np_:
+                filt_ext.append(f'-p {p} -m comment --comment "{spn} has no local endpoints" -m addrtype '
+                                f'--dst-type LOCAL -m {p} --dport {np_} -j DROP')
+    part.chains = rs.chains
+    part.canonical = canonical_chains(rs.chains)
+    return part
+
+
+def _cache_key(svc: Obj, ep: Obj | None, cluster_cidr: str, node_name: str | None) -> tuple | None:
+    """What decides a service's rules, by resourceVersion (None: objects without one, never cached)."""
+    rv = svc["metadata"].get("resourceVersion")
+    erv = "-" if ep is None else (ep.get("metadata") or {}).get("resourceVersion")
+    if not rv or not erv:
+        return None
+    return rv, erv, cluster_cidr, node_name
+
+
 def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10.244.0.0/16",
-           node_name: str | None = None) -> Ruleset:
+           node_name: str | None = None, cache: dict[tuple[str, str], tuple[tuple, ServicePart]] | None = None
+           ) -> Ruleset:
     """All of kube-proxy's chains for ``services``/``endpoints`` as seen from ``node_name``
-    (which decides the local endpoints of ``externalTrafficPolicy: Local`` services)."""
+    (which decides the local endpoints of ``externalTrafficPolicy: Local`` services).
+    With ``cache`` (kept by the caller between calls), a service whose object and Endpoints
+    have the same resourceVersions as last time is not rendered again."""
     rs = Ruleset()
     for table, chains in BASE_CHAINS.items():
         for c in chains:
             rs.add(table, c)
     eps = {(e["metadata"].get("namespace"), e["metadata"]["name"]): e for e in endpoints}
     nat_svc, filt_svc, filt_ext, nodeports = [], [], [], []
+    seen = set()
     for svc in sorted(services, key=lambda s: (s["metadata"].get("namespace", ""), s["metadata"]["name"])):
-        spec = svc.get("spec") or {}
-        ip = spec.get("clusterIP")
-        if not ip or ip == "None" or spec.get("type") == "ExternalName":
-            continue
         ns, name = svc["metadata"].get("namespace", "default"), svc["metadata"]["name"]
-        owner = f"{ns}/{name}"
-        ext_ips = external_ips(svc)
-        affinity = None
-        if spec.get("sessionAffinity") == "ClientIP":
-            affinity = int(((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
-                           or 10800)
-        for sp in spec.get("ports") or []:
-            proto = sp.get("protocol", "TCP")
-            p = proto.lower()
-            spn = port_name(ns, name, sp.get("name") or "")
-            targets = _endpoints(eps.get((ns, name)), sp.get("name") or "", proto)
-            np_ = sp.get("nodePort") if spec.get("type") in ("NodePort", "LoadBalancer") else None
-            external = bool(np_ or ext_ips)
-            local_policy = external and spec.get("externalTrafficPolicy") == "Local"
-            if p == "udp":
-                rs.udp |= {UdpFlow(d, port, t.ip) for t in targets for d, port in
-                           [(ip, sp["port"]), *((e, sp["port"]) for e in ext_ips), *([(None, np_)] if np_ else [])]}
-            if not targets:
-                if p == "udp":
-                    rs.udp.add(UdpFlow(ip, sp["port"], None))
-                filt_svc.append(f'-d {ip}/32 -p {p} -m comment --comment "{spn} has no endpoints" -m {p} '
-                                f'--dport {sp["port"]} -j REJECT --reject-with icmp-port-unreachable')
-                for e in ext_ips:
-                    filt_ext.append(f'-d {e}/32 -p {p} -m comment --comment "{spn} has no endpoints" -m {p} '
-                                    f'--dport {sp["port"]} -j REJECT --reject-with icmp-port-unreachable')
-                if np_:
-                    filt_ext.append(f'-p {p} -m comment --comment "{spn} has no endpoints" -m addrtype --dst-type LOCAL '
-                                    f'-m {p} --dport {np_} -j REJECT --reject-with icmp-port-unreachable')
-                continue
-            svc_c = svc_chain(spn, proto)
-            nat_svc.append(f'-d {ip}/32 -p {p} -m comment --comment "{spn} cluster IP" -m {p} --dport {sp["port"]} -j {svc_c}')
-            rs.add("nat", svc_c, f'! -s {cluster_cidr} -d {ip}/32 -p {p} -m comment --comment "{spn} cluster IP" '
-                                 f'-m {p} --dport {sp["port"]} -j KUBE-MARK-MASQ', owner=owner)
-            _balance(rs, svc_c, spn, p, targets, owner=owner, affinity=affinity)
-            for t in targets:
-                _sep(rs, spn, p, t, owner=owner, affinity=affinity)
-            if not external:
-                continue
-            ext = ext_chain(spn, proto)
-            for e in ext_ips:
-                kind = "external IP" if e in (spec.get("externalIPs") or []) else "loadbalancer IP"
-                nat_svc.append(f'-d {e}/32 -p {p} -m comment --comment "{spn} {kind}" -m {p} --dport {sp["port"]} -j {ext}')
-            if np_:
-                nodeports.append(f'-p {p} -m comment --comment "{spn}" -m {p} --dport {np_} -j {ext}')
-            if not local_policy:
-                rs.add("nat", ext, f'-m comment --comment "masquerade traffic for {spn} external destinations" '
-                                   f'-j KUBE-MARK-MASQ', owner=owner)
-                rs.add("nat", ext, f"-j {svc_c}", owner=owner)
-                continue
-            # externalTrafficPolicy: Local — pods and the node itself still reach every
-            # endpoint; outside clients only local ones, unmasqueraded (source IP kept).
-            rs.add("nat", ext, f'-s {cluster_cidr} -m comment --comment "pod traffic for {spn} external destinations" '
-                               f'-j {svc_c}', owner=owner)
-            rs.add("nat", ext, f'-m comment --comment "masquerade LOCAL traffic for {spn} external destinations" '
-                               f'-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ', owner=owner)
-            rs.add("nat", ext, f'-m comment --comment "route LOCAL traffic for {spn} external destinations" '
-                               f'-m addrtype --src-type LOCAL -j {svc_c}', owner=owner)
-            local = [t for t in targets if node_name and t.node == node_name]
-            if local:
-                svl = svl_chain(spn, proto)
-                rs.add("nat", ext, f"-j {svl}", owner=owner)
-                _balance(rs, svl, spn, p, local, owner=owner, affinity=affinity)
-            else:
-                # no local endpoint: outside traffic is dropped, as upstream
-                for e in ext_ips:
-                    filt_ext.append(f'-d {e}/32 -p {p} -m comment --comment "{spn} has no local endpoints" -m {p} '
-                                    f'--dport {sp["port"]} -j DROP')
-                if np_:
-                    filt_ext.append(f'-p {p} -m comment --comment "{spn} has no local endpoints" -m addrtype '
-                                    f'--dst-type LOCAL -m {p} --dport {np_} -j DROP')
+        ep = eps.get((ns, name))
+        key = _cache_key(svc, ep, cluster_cidr, node_name) if cache is not None else None
+        hit = cache.get((ns, name)) if cache is not None else None
+        if key is not None and hit is not None and hit[0] == key:
+            part = hit[1]
+        else:
+            part = render_service(svc, ep, cluster_cidr=cluster_cidr, node_name=node_name)
+            if cache is not None and key is not None:
+                cache[(ns, name)] = (key, part)
+        seen.add((ns, name))
+        rs.chains.update(part.chains)
+        rs.canonical.update(part.canonical)
+        if part.chains:
+            rs.owners[f"{ns}/{name}"] = set(part.chains)
+        nat_svc += part.nat_svc
+        filt_svc += part.filt_svc
+        filt_ext += part.filt_ext
+        nodeports += part.nodeports
+        rs.udp |= part.udp
+    if cache is not None:
+        for k in [k for k in cache if k not in seen]:
+            del cache[k]
     for r in nat_svc:
         rs.add("nat", "KUBE-SERVICES", r)
     rs.add("nat", "KUBE-SERVICES", '-m comment --comment "kubernetes service nodeports; NOTE: this must be the last '
@@ -259,6 +321,8 @@ def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10
     rs.add("filter", "KUBE-FORWARD", f'-m comment --comment "kubernetes forwarding rules" -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT')
     rs.add("filter", "KUBE-FORWARD", '-m comment --comment "kubernetes forwarding conntrack rule" -m conntrack '
                                      '--ctstate RELATED,ESTABLISHED -j ACCEPT')
+    shared = {k: v for k, v in rs.chains.items() if k not in rs.canonical}
+    rs.canonical.update(canonical_chains(shared))
     return rs
 
 

@@ -268,3 +268,32 @@ def test_lb_owner_is_first_ready_node():
     e = _ep_nodes("lb", [("10.244.3.2", "node3")])
     assert rules.lb_addresses([s], [e], nodes, node_name="node3") == {"172.30.0.200"}
     assert rules.lb_addresses([s], [e], nodes, node_name="node2") == set()
+
+
+def test_per_service_cache_renders_only_what_changed(monkeypatch):
+    def world(bump: int):
+        ss, es = [], []
+        for i in range(20):
+            s = svc(f"s{i}", ip=f"10.96.1.{i + 1}", type_="NodePort")
+            s["spec"]["ports"][0]["nodePort"] = 30100 + i
+            s["metadata"]["resourceVersion"] = "1"
+            e = eps(f"s{i}", [f"10.244.1.{j + 2}" for j in range(3 + (i == bump))])
+            e["metadata"]["resourceVersion"] = "3" if i == bump else "2"
+            ss.append(s)
+            es.append(e)
+        return ss, es
+    cache: dict = {}
+    ss, es = world(-1)
+    first = rules.render(ss, es, cache=cache)
+    assert first.chains == rules.render(ss, es).chains        # the cache changes nothing
+    calls = []
+    real = rules.render_service
+    monkeypatch.setattr(rules, "render_service", lambda *a, **k: calls.append(a[0]["metadata"]["name"]) or real(*a, **k))
+    ss, es = world(7)
+    second = rules.render(ss, es, cache=cache)
+    assert calls == ["s7"]
+    assert second.chains == rules.render(ss, es).chains and second.canonical == rules.render(ss, es).canonical
+    assert {k for k in second.chains if second.chains[k] != first.chains.get(k)} == {
+        ("nat", rules.svc_chain("ns1/s7:p80", "TCP")), ("nat", rules.sep_chain("ns1/s7:p80", "TCP", "10.244.1.5:8080"))}
+    rules.render(ss[:5], es[:5], cache=cache)                  # deleted services leave the cache
+    assert set(cache) == {("ns1", f"s{i}") for i in range(5)}
