@@ -1,8 +1,9 @@
 """kube-proxy's sync loop: watch Services and Endpoints, render, apply what changed.
 
-Bursts of changes are batched (``min_sync_period``); each sync renders the whole ruleset
-(rules.py, pure) and rewrites only the chains whose rules differ from what this proxier last
-applied, deleting chains no service owns any more. A periodic full resync re-reads the
+Bursts of changes are batched (``min_sync_period``); each sync renders the ruleset (rules.py,
+pure; a service whose Service and Endpoints resourceVersions are unchanged reuses its cached
+rules) and rewrites only the chains whose rules differ from what this proxier last applied,
+deleting chains no service owns any more. A periodic full resync re-reads the
 kernel's state, which repairs drift and removes stale chains — and on start-up it means live
 rules are never flushed: the first sync is a diff against what is already there, so
 established connections (whose conntrack entries already carry their NAT) are untouched.
