@@ -35,12 +35,25 @@ def ready_status(node: Obj) -> str:
                  if c.get("type") == "Ready"), "Unknown")
 
 
+# TaintNodesByCondition: a node reporting pressure takes no new pods without a toleration.
+PRESSURE_TAINTS = {"MemoryPressure": "node.kubernetes.io/memory-pressure",
+                   "DiskPressure": "node.kubernetes.io/disk-pressure",
+                   "PIDPressure": "node.kubernetes.io/pid-pressure"}
+
+
 def wanted_taints(node: Obj, *, now: str) -> list[Obj]:
-    """The node's taints with ours set for its Ready status (others' taints kept as they are)."""
+    """The node's taints with ours set for its Ready status and pressure conditions (others'
+    taints kept as they are)."""
     status = ready_status(node)
     key = {"Unknown": UNREACHABLE, "False": NOT_READY}.get(status)
     old = (node.get("spec") or {}).get("taints") or []
-    keep = [t for t in old if t.get("key") not in (UNREACHABLE, NOT_READY) or (t.get("key") == key)]
+    conds = {c.get("type"): c.get("status") for c in (node.get("status") or {}).get("conditions") or []}
+    pressure = {k for c, k in PRESSURE_TAINTS.items() if conds.get(c) == "True"}
+    keep = [t for t in old if (t.get("key") not in (UNREACHABLE, NOT_READY) or t.get("key") == key)
+            and (t.get("key") not in PRESSURE_TAINTS.values() or t.get("key") in pressure)]
+    for k in sorted(pressure):
+        if not any(t.get("key") == k and t.get("effect") == "NoSchedule" for t in keep):
+            keep.append({"key": k, "effect": "NoSchedule"})
     if key:
         for effect in ("NoSchedule", "NoExecute"):
             if not any(t.get("key") == key and t.get("effect") == effect for t in keep):

@@ -89,7 +89,8 @@ class NodeImages:
 
 
 def node_status(*, node_ip: str, node_name: str, capacity: dict[str, str], kubelet_port: int,
-                old: Obj | None = None, images: list[Obj] | None = None) -> Obj:
+                old: Obj | None = None, images: list[Obj] | None = None, allocatable: dict[str, str] | None = None,
+                memory_pressure: bool = False) -> Obj:
     now = _now()
     old_conds = {c["type"]: c for c in (old or {}).get("conditions") or []}
 
@@ -102,8 +103,10 @@ def node_status(*, node_ip: str, node_name: str, capacity: dict[str, str], kubel
     extra = {} if images is None else {"images": images}
     return {
         **extra,
-        "capacity": capacity, "allocatable": capacity,
+        "capacity": capacity, "allocatable": allocatable or capacity,
         "conditions": [
+            cond("MemoryPressure", "True", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available")
+            if memory_pressure else
             cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
             cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
             cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
@@ -118,29 +121,33 @@ def node_status(*, node_ip: str, node_name: str, capacity: dict[str, str], kubel
     }
 
 
-async def register(client: Any, *, node_name: str, node_ip: str, capacity: dict[str, str], kubelet_port: int) -> Obj:
+async def register(client: Any, *, node_name: str, node_ip: str, capacity: dict[str, str], kubelet_port: int,
+                   allocatable: dict[str, str] | None = None) -> Obj:
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     node = {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": node_name, "labels": {"kubernetes.io/hostname": node_name, "kubernetes.io/os": "linux",
                                                        "kubernetes.io/arch": arch, "beta.kubernetes.io/os": "linux",
                                                        "beta.kubernetes.io/arch": arch}},
             "spec": {},
-            "status": node_status(node_ip=node_ip, node_name=node_name, capacity=capacity, kubelet_port=kubelet_port)}
+            "status": node_status(node_ip=node_ip, node_name=node_name, capacity=capacity, kubelet_port=kubelet_port,
+                                  allocatable=allocatable)}
     try:
         return await client.create("nodes", node)
     except ApiError as e:
         if e.code != 409:
             raise
-    return await heartbeat(client, node_name=node_name, node_ip=node_ip, capacity=capacity, kubelet_port=kubelet_port)
+    return await heartbeat(client, node_name=node_name, node_ip=node_ip, capacity=capacity, kubelet_port=kubelet_port,
+                           allocatable=allocatable)
 
 
 async def heartbeat(client: Any, *, node_name: str, node_ip: str, capacity: dict[str, str], kubelet_port: int,
-                    images: list[Obj] | None = None) -> Obj:
+                    images: list[Obj] | None = None, allocatable: dict[str, str] | None = None,
+                    memory_pressure: bool = False) -> Obj:
     for _ in range(5):
         node = await client.get("nodes", node_name)
         node["status"] = {**node.get("status", {}), **node_status(
             node_ip=node_ip, node_name=node_name, capacity=capacity, kubelet_port=kubelet_port, old=node.get("status"),
-            images=images)}
+            images=images, allocatable=allocatable, memory_pressure=memory_pressure)}
         try:
             return await client.update("nodes", node, subresource="status")
         except ApiError as e:
