@@ -92,7 +92,9 @@ def check_labels(causes: Causes, labels: Any, field: str) -> None:
             invalid(causes, field, k, "name part must consist of alphanumeric characters, '-', '_' or '.', and must "
                     "start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', "
                     "regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
-        if not isinstance(v, str) or len(v) > 63 or not LABEL_VALUE.match(v):
+        if isinstance(v, str) and len(v) > 63:  # IsValidLabelValue: the length and the pattern are separate errors
+            invalid(causes, field, v, "must be no more than 63 characters")
+        if not isinstance(v, str) or not LABEL_VALUE.match(v):
             invalid(causes, f"{field}", v, "a valid label must be an empty string or consist of alphanumeric "
                     "characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. "
                     "'MyValue',  or 'my_value',  or '12345', regex used for validation is "
@@ -124,10 +126,15 @@ def _check_container(causes: Causes, c: Obj, path: str, names: set[str]) -> None
         names.add(name)
     if not c.get("image") or not str(c.get("image")).strip():
         required(causes, f"{path}.image")
+    port_names: set[str] = set()
     for i, p in enumerate(c.get("ports") or []):
         cp = p.get("containerPort")
         if not isinstance(cp, int) or not 0 < cp < 65536:
             invalid(causes, f"{path}.ports[{i}].containerPort", cp, "must be between 1 and 65535, inclusive")
+        if p.get("name"):  # names are unique per container (same containerPort twice is only a warning upstream)
+            if p["name"] in port_names:
+                duplicate(causes, f"{path}.ports[{i}].name", p["name"])
+            port_names.add(p["name"])
         if p.get("protocol") not in (None, "TCP", "UDP", "SCTP"):
             not_supported(causes, f"{path}.ports[{i}].protocol", p.get("protocol"), ["SCTP", "TCP", "UDP"])
     for i, e in enumerate(c.get("env") or []):
@@ -140,6 +147,21 @@ def _check_container(causes: Causes, c: Obj, path: str, names: set[str]) -> None
                     "'[-._a-zA-Z][-._a-zA-Z0-9]*')")
     if c.get("imagePullPolicy") not in (None, "Always", "IfNotPresent", "Never"):
         not_supported(causes, f"{path}.imagePullPolicy", c.get("imagePullPolicy"), ["Always", "IfNotPresent", "Never"])
+    _container_resources(causes, c.get("resources") or {}, f"{path}.resources")
+
+
+def _container_resources(causes: Causes, res: Obj, path: str) -> None:
+    """ValidateResourceRequirements: quantities ≥ 0, and each request ≤ its limit."""
+    from nanokube.api.quantity import parse
+    n = len(causes)
+    _quantities(causes, res.get("limits"), f"{path}.limits")
+    _quantities(causes, res.get("requests"), f"{path}.requests")
+    if len(causes) > n:
+        return
+    limits = res.get("limits") or {}
+    for k, v in (res.get("requests") or {}).items():
+        if k in limits and parse(v) > parse(limits[k]):
+            invalid(causes, f"{path}.requests", v, f"must be less than or equal to {k} limit of {limits[k]}")
 
 
 def check_pod_spec(causes: Causes, spec: Obj, path: str) -> None:
@@ -151,6 +173,15 @@ def check_pod_spec(causes: Causes, spec: Obj, path: str) -> None:
         _check_container(causes, c, f"{path}.initContainers[{i}]", names)
     for i, c in enumerate(containers or []):
         _check_container(causes, c, f"{path}.containers[{i}]", names)
+    host_ports: set[str] = set()  # AccumulateUniqueHostPorts: a hostPort/protocol once per pod
+    for kind in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(kind) or []):
+            for j, p in enumerate(c.get("ports") or []):
+                if p.get("hostPort"):
+                    key = f"{p['hostPort']}/{p.get('protocol') or 'TCP'}"
+                    if key in host_ports:
+                        duplicate(causes, f"{path}.{kind}[{i}].ports[{j}].hostPort", key)
+                    host_ports.add(key)
     rp = spec.get("restartPolicy")
     if rp is not None and rp not in RESTART_POLICIES:
         not_supported(causes, f"{path}.restartPolicy", rp, RESTART_POLICIES)

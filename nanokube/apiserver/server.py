@@ -129,5 +129,9 @@ async def _compactor(store: Store, *, every: float = 300.0, keep: int = 10000) -
     while True:
         await asyncio.sleep(every)
         if store.revision > keep:
-            n = store.compact(store.revision - keep)
+            try:
+                n = store.compact(store.revision - keep)
+            except Exception as e:  # noqa: BLE001 - e.g. a full disk: try again next round, keep serving
+                log.warning("compaction failed: %s", e)
+                continue
             log.info("compacted %d rows before revision %d", n, store.revision - keep)

@@ -129,6 +129,25 @@ def stop_cluster(c: Cluster) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+def server_argv(c: Cluster) -> tuple[int, list[str]]:
+    """The running server's pid and command line, exactly as `up` started it (read it before
+    stopping the server, to start it again the same way with ``restart_server``)."""
+    pid = int((c.state_dir / c.name / "pids" / "server.pid").read_text())
+    return pid, [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")]
+
+
+def restart_server(c: Cluster, argv: list[str], *, timeout: float = 60) -> subprocess.Popen:
+    """Start the cluster's server again with ``argv``, logging where `up` logs and recording its
+    pid so that `down` stops it; return once it answers /readyz."""
+    with open(c.state_dir / c.name / "logs" / "server.log", "ab") as log:
+        p = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    (c.state_dir / c.name / "pids" / "server.pid").write_text(str(p.pid))
+    c.wait_for("the restarted server to be ready",
+               lambda: p.poll() is None and c.kubectl("get", "--raw", "/readyz", check=False).returncode == 0,
+               timeout=timeout, interval=0.2)
+    return p
+
+
 @pytest.fixture(scope="module")
 def one_node_cluster(tmp_path_factory):
     """A 1-node cluster for one test module, taken down after it."""
