@@ -39,7 +39,11 @@ class Proxier:
         self.services = Informer(client, "services")
         self.endpoints = Informer(client, "endpoints")
         self.nodes = Informer(client, "nodes")
+        # this node's pods, for their hostPorts (the kubelet's hostport manager, folded in here)
+        self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={node_name}")
         self._dirty = asyncio.Event()
+        self.pods.add_handler(on_add=lambda p: self._hostports_changed(None, p),
+                              on_update=self._hostports_changed, on_delete=lambda p: self._hostports_changed(None, p))
         for inf in (self.services, self.endpoints):
             inf.add_handler(on_add=self._changed, on_update=lambda o, n: self._changed(n), on_delete=self._changed)
         # nodes matter only for who owns a load-balancer IP: react to readiness, not heartbeats
@@ -58,19 +62,32 @@ class Proxier:
     def _changed(self, _obj: Any = None) -> None:
         self._dirty.set()
 
+    def _hostports_changed(self, old: dict | None, new: dict) -> None:
+        """Only pods with hostPorts matter, and only when their IP or phase changes."""
+        def view(p: dict | None) -> tuple | None:
+            if p is None or not any(port.get("hostPort") for c in (p.get("spec") or {}).get("containers") or []
+                                    for port in c.get("ports") or []):
+                return None
+            st = p.get("status") or {}
+            return st.get("podIP"), st.get("phase"), bool(p["metadata"].get("deletionTimestamp"))
+        if view(old) != view(new) or old is None:
+            if view(new) is not None or view(old) is not None:
+                self._dirty.set()
+
     def sync(self, *, full: bool = False) -> int:
         """Render from the informers' caches and apply; returns the number of chains changed."""
-        return self.apply(self.services.list(), self.endpoints.list(), nodes=self.nodes.list(), full=full)
+        return self.apply(self.services.list(), self.endpoints.list(), nodes=self.nodes.list(), full=full,
+                          pods=self.pods.list())
 
     def apply(self, services: list[dict], endpoints: list[dict], *, nodes: list[dict] | None = None,
-              full: bool = False) -> int:
+              full: bool = False, pods: list[dict] | None = None) -> int:
         """Render ``services``/``endpoints`` and rewrite only the chains that differ from the
         kernel's (re-read on the first and every full sync); returns chains rewritten or deleted.
         With ``nodes``, also keep this node's load-balancer addresses."""
         if full or self._applied is None:
             self._applied = {k: v for k, v in self.backend.read().items() if k[1].startswith(OUR_PREFIXES)}
         rs = rules.render(services, endpoints, cluster_cidr=self.cluster_cidr, node_name=self.node_name,
-                          cache=self._parts)
+                          cache=self._parts, pods=pods)
         want = rs.chains
         have = rs.canonical  # how the kernel will print them back
         changed = {k for k, v in have.items() if self._applied.get(k) != v}
@@ -99,7 +116,7 @@ class Proxier:
         return len(changed) + len(stale)
 
     async def run(self) -> None:
-        infs = (self.services, self.endpoints, self.nodes)
+        infs = (self.services, self.endpoints, self.nodes, self.pods)
         tasks = [asyncio.create_task(i.run()) for i in infs]
         try:
             await asyncio.gather(*(i.wait_synced() for i in infs))

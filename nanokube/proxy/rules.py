@@ -28,13 +28,16 @@ Chains = dict[tuple[str, str], list[str]]
 
 MASQ_MARK = "0x4000"
 BASE_CHAINS = {
-    "nat": ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "NANOKUBE-EGRESS"],
+    "nat": ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "NANOKUBE-EGRESS",
+            "KUBE-HOSTPORTS"],
     "filter": ["KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD"],
 }
 # Jumps from the built-in chains into ours: (table, builtin chain, rule).
 JUMPS = [
     ("nat", "PREROUTING", '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES'),
     ("nat", "OUTPUT", '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES'),
+    ("nat", "PREROUTING", '-m comment --comment "kube hostport portals" -m addrtype --dst-type LOCAL -j KUBE-HOSTPORTS'),
+    ("nat", "OUTPUT", '-m comment --comment "kube hostport portals" -m addrtype --dst-type LOCAL -j KUBE-HOSTPORTS'),
     ("nat", "POSTROUTING", '-m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING'),
     ("nat", "POSTROUTING", '-m comment --comment "nanokube pod egress" -j NANOKUBE-EGRESS'),
     ("filter", "FORWARD", '-m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD'),
@@ -263,13 +266,46 @@ def _cache_key(svc: Obj, ep: Obj | None, cluster_cidr: str, node_name: str | Non
     return rv, erv, cluster_cidr, node_name
 
 
+def hostport_chain(pod_key: str, protocol: str, port: int) -> str:
+    return "KUBE-HP-" + _hash(f"{pod_key}{protocol.lower()}{port}")
+
+
+def render_hostports(rs: Ruleset, pods: list[Obj]) -> None:
+    """``hostPort``s of this node's running pods, as the kubelet's hostport manager wrote them:
+    KUBE-HOSTPORTS matches the port on the node's own addresses (or the given hostIP) and
+    jumps to a KUBE-HP chain that DNATs to the pod (and marks the pod's own hairpin traffic
+    for masquerade). hostNetwork pods already listen on the node and need nothing."""
+    for pod in sorted(pods, key=lambda p: (p["metadata"].get("namespace", ""), p["metadata"]["name"])):
+        spec, st = pod.get("spec") or {}, pod.get("status") or {}
+        ip = st.get("podIP")
+        if spec.get("hostNetwork") or not ip or st.get("phase") in ("Succeeded", "Failed") \
+                or pod["metadata"].get("deletionTimestamp"):
+            continue
+        key = f"{pod['metadata'].get('namespace', '')}_{pod['metadata']['name']}"
+        for c in spec.get("containers") or []:
+            for port in c.get("ports") or []:
+                hp = port.get("hostPort")
+                if not hp:
+                    continue
+                proto = (port.get("protocol") or "TCP").lower()
+                chain = hostport_chain(key, proto, hp)
+                comment = f'-m comment --comment "{key} hostport {hp}"'
+                host_ip = port.get("hostIP")
+                dst = f"-d {host_ip}/32 " if host_ip and host_ip != "0.0.0.0" else ""
+                rs.add("nat", "KUBE-HOSTPORTS", f"{dst}-p {proto} {comment} -m {proto} --dport {hp} -j {chain}")
+                rs.add("nat", chain, f"-s {ip}/32 {comment} -j KUBE-MARK-MASQ")
+                rs.add("nat", chain, f"-p {proto} {comment} -m {proto} -j DNAT --to-destination "
+                                     f"{ip}:{port.get('containerPort')}")
+
+
 def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10.244.0.0/16",
-           node_name: str | None = None, cache: dict[tuple[str, str], tuple[tuple, ServicePart]] | None = None
-           ) -> Ruleset:
+           node_name: str | None = None, cache: dict[tuple[str, str], tuple[tuple, ServicePart]] | None = None,
+           pods: list[Obj] | None = None) -> Ruleset:
     """All of kube-proxy's chains for ``services``/``endpoints`` as seen from ``node_name``
     (which decides the local endpoints of ``externalTrafficPolicy: Local`` services).
     With ``cache`` (kept by the caller between calls), a service whose object and Endpoints
-    have the same resourceVersions as last time is not rendered again."""
+    have the same resourceVersions as last time is not rendered again. ``pods`` (this node's)
+    add their hostPort rules."""
     rs = Ruleset()
     for table, chains in BASE_CHAINS.items():
         for c in chains:
@@ -321,6 +357,7 @@ def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10
     rs.add("filter", "KUBE-FORWARD", f'-m comment --comment "kubernetes forwarding rules" -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT')
     rs.add("filter", "KUBE-FORWARD", '-m comment --comment "kubernetes forwarding conntrack rule" -m conntrack '
                                      '--ctstate RELATED,ESTABLISHED -j ACCEPT')
+    render_hostports(rs, pods or [])
     shared = {k: v for k, v in rs.chains.items() if k not in rs.canonical}
     rs.canonical.update(canonical_chains(shared))
     return rs

@@ -237,9 +237,10 @@ def test_requests_beyond_every_node_stay_pending_with_insufficient_cpu(cluster):
         delete(c, "huge", "biginit", "okinit")
 
 
-def test_host_port_conflict(cluster):
+def test_host_port_conflict_and_the_host_port_answering(cluster):
     c = cluster
-    port = "  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '3600']\n" \
+    port = "  containers:\n  - name: c\n    image: busybox\n" \
+           "    command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www']\n" \
            "    ports: [{containerPort: 8080, hostPort: 18080}]\n"
     for name in ("hp1", "hp2"):
         c.kubectl("apply", "-f", "-", input=f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n"
@@ -247,8 +248,16 @@ def test_host_port_conflict(cluster):
     try:
         assert wait_node(c, "hp1") == "node2"
         wait_pending(c, "hp2", "1 node(s) didn't have free ports for the requested pod ports")
+        # the hostPort answers on the node's address (DNAT to the pod, like the portmap plugin)
+        c.kubectl("wait", "--for=condition=Ready", "pod/hp1", "--timeout=60s")
+        node_ip = next(a["address"] for a in c.kjson("get", "node", "node2")["status"]["addresses"]
+                       if a["type"] == "InternalIP")
+        assert c.wait_for("node2:18080 to answer", lambda: c.wget(f"http://{node_ip}:18080/"), timeout=30).strip() == "hp1"
         delete(c, "hp1")
         assert wait_node(c, "hp2") == "node2"
+        c.kubectl("wait", "--for=condition=Ready", "pod/hp2", "--timeout=60s")
+        assert c.wait_for("the port to follow the new pod",
+                          lambda: (c.wget(f"http://{node_ip}:18080/") or "").strip() == "hp2", timeout=30)
     finally:
         delete(c, "hp1", "hp2")
 

@@ -297,3 +297,26 @@ def test_per_service_cache_renders_only_what_changed(monkeypatch):
         ("nat", rules.svc_chain("ns1/s7:p80", "TCP")), ("nat", rules.sep_chain("ns1/s7:p80", "TCP", "10.244.1.5:8080"))}
     rules.render(ss[:5], es[:5], cache=cache)                  # deleted services leave the cache
     assert set(cache) == {("ns1", f"s{i}") for i in range(5)}
+
+
+def test_host_ports_dnat_to_the_pod():
+    def pod(name, ip, ports, **extra):
+        return {"metadata": {"namespace": "ns1", "name": name},
+                "spec": {"containers": [{"name": "c", "ports": ports}], **extra},
+                "status": {"podIP": ip, "phase": "Running"}}
+    pods = [pod("web", "10.244.1.5", [{"containerPort": 8080, "hostPort": 18080},
+                                      {"containerPort": 53, "hostPort": 5353, "protocol": "UDP", "hostIP": "172.30.0.11"},
+                                      {"containerPort": 9090}]),
+            pod("hostnet", "172.30.0.11", [{"containerPort": 9100, "hostPort": 9100}], hostNetwork=True),
+            pod("pending", None, [{"containerPort": 80, "hostPort": 8081}])]
+    rs = rules.render([], [], pods=pods)
+    tcp, udp = rules.hostport_chain("ns1_web", "tcp", 18080), rules.hostport_chain("ns1_web", "udp", 5353)
+    assert rs.chains[("nat", "KUBE-HOSTPORTS")] == [
+        f'-p tcp -m comment --comment "ns1_web hostport 18080" -m tcp --dport 18080 -j {tcp}',
+        f'-d 172.30.0.11/32 -p udp -m comment --comment "ns1_web hostport 5353" -m udp --dport 5353 -j {udp}']
+    assert rs.chains[("nat", tcp)] == [
+        '-s 10.244.1.5/32 -m comment --comment "ns1_web hostport 18080" -j KUBE-MARK-MASQ',
+        '-p tcp -m comment --comment "ns1_web hostport 18080" -m tcp -j DNAT --to-destination 10.244.1.5:8080']
+    assert ("nat", "PREROUTING", '-m comment --comment "kube hostport portals" -m addrtype --dst-type LOCAL '
+                                 '-j KUBE-HOSTPORTS') in rules.JUMPS
+    assert rules.render([], []).chains[("nat", "KUBE-HOSTPORTS")] == []
