@@ -15,7 +15,7 @@ from aiohttp import web
 
 from nanokube.client.http import HttpClient
 from nanokube.host.cgroups import detect
-from nanokube.kubelet.kubelet import Kubelet
+from nanokube.kubelet.kubelet import DEFAULT_POD_PIDS_LIMIT, Kubelet
 from nanokube.kubelet.server import KubeletServer
 from nanokube.network.ingress_agent import IngressAgent
 from nanokube.network.podnet import PodNetwork
@@ -37,12 +37,13 @@ async def run_agent(args: Any) -> None:
     client = HttpClient(args.server, token=token, ca_file=args.ca_file)
     kubelet_token = args.kubelet_token_file.read_text().strip() if args.kubelet_token_file else None
     data = args.data_dir
-    runtime = Runtime(state_dir=data / "containers", images=ImageStore(args.images_dir), cgroups=detect())
+    runtime = Runtime(state_dir=data / "containers", images=ImageStore(args.images_dir), cgroups=detect(root=getattr(args, "cgroup_root", None)))
     network = PodNetwork(state_dir=data / "net")
     kubelet = Kubelet(client, node_name=args.node_name, node_ip=args.node_ip, runtime=runtime, network=network,
                       cgroup_prefix=args.cgroup_prefix, state_dir=data / "kubelet",
                       simulated_node=getattr(args, "simulated_node", False),
-                      status_interval=getattr(args, "node_status_update_frequency", 10.0))
+                      status_interval=getattr(args, "node_status_update_frequency", 10.0),
+                      pod_pids_limit=getattr(args, "pod_max_pids", DEFAULT_POD_PIDS_LIMIT))
     proxier = Proxier(client, node_name=args.node_name, node_ips=[args.node_ip], cluster_cidr=args.cluster_cidr)
     def own_ips() -> list[str]:  # the node's addresses (lan and bridge): kubelet probes come from them
         try:

@@ -77,11 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data-dir", type=Path, default=DEFAULT_STATE / "agent")
     a.add_argument("--images-dir", type=Path, default=DEFAULT_STATE / "images")
     a.add_argument("--cgroup-prefix", default="nanokube", help="cgroup path below this process's cgroup")
+    a.add_argument("--cgroup-root", default=None,
+                   help="absolute cgroup path pods go under (default: this process's cgroup; a systemd "
+                        "service on cgroup v2 needs one outside its own, e.g. /)")
     a.add_argument("--node-status-update-frequency", type=float, default=10.0, metavar="SECONDS",
                    help="how often the node posts its status and renews its Lease (default %(default)s)")
     a.add_argument("--simulated-node", action="store_true",
                    help="one of several nodes sharing this host (local clusters): node usage is its pods' sum")
     a.add_argument("--cluster-cidr", default="10.244.0.0/16")
+    a.add_argument("--pod-max-pids", type=int, default=1024, metavar="N",
+                   help="the most processes a pod may have (its pids cgroup; -1: no limit; default %(default)s)")
 
     u = sub.add_parser("up", help="start a local cluster on this host",
                        description="Start a local cluster: one server and N nodes, each node in its own network "

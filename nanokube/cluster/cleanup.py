@@ -23,6 +23,8 @@ def remove_node_leftovers(*, node_dir: Path, cgroup_prefix: str, netns: str | No
                 await rt.remove(cid)
         asyncio.run(remove_all())
     teardown_all_in_state(node_dir / "net")
+    from nanokube.host.mounts import unmount_below
+    unmount_below(node_dir)  # the tmpfs of secret volumes
     from nanokube.network.ingress_agent import stop_leftover
     stop_leftover(node_dir / "ingress")  # the node's nginx, found by its pid file
 

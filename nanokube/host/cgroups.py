@@ -4,8 +4,9 @@ The root of everything nanokube creates is the cgroup the calling process was st
 (per controller on v1, read from /proc/self/cgroup) — never elsewhere in the host's tree.
 Resources use upstream's formulas: cpu.shares = milli*1024/1000 (min 2), CFS quota =
 milli*100 µs per 100 ms period, memory limit in bytes; v2 maps them to cpu.weight, cpu.max
-and memory.max. Plain file writes: cgroupspy models only v1 and would be a second way of
-doing the same few writes, so neither driver uses it.
+and memory.max. A pod's process count is capped by pids.max (the kubelet's podPidsLimit),
+the same file in both versions. Plain file writes: cgroupspy models only v1 and would be a
+second way of doing the same few writes, so neither driver uses it.
 
 ``usage(rel)`` reads what the kubelet's stats sampler needs, as cAdvisor computes it:
 cumulative CPU time (v1 cpuacct.usage, v2 cpu.stat usage_usec) and the memory working set
@@ -96,6 +97,17 @@ class CgroupDriver:
 
     def procs_files(self, rel: str) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.dirs(rel)]
+
+    def pids_dir(self, rel: str) -> Path | None:
+        """The cgroup's directory in the pids controller, None where there is none."""
+        return None
+
+    def set_pids_limit(self, rel: str, limit: int | None) -> None:
+        """pids.max (the kubelet's podPidsLimit): forks beyond it fail with EAGAIN; None or
+        a negative limit means no limit ("max"). Same file on v1 and v2."""
+        d = self.pids_dir(rel)
+        if d is not None and (d / "pids.max").exists():
+            (d / "pids.max").write_text("max" if limit is None or limit < 0 else str(limit))
 
     def add_process(self, rel: str, pid: int) -> None:
         for f in self.procs_files(rel):
@@ -189,6 +201,9 @@ class V1(CgroupDriver):
     def oom_files(self, rel: str) -> list[str]:
         return [str(self.roots["memory"] / rel / "memory.oom_control")] if "memory" in self.roots else []
 
+    def pids_dir(self, rel: str) -> Path | None:
+        return self.roots["pids"] / rel if "pids" in self.roots else None
+
 
 class V2(CgroupDriver):
     version = 2
@@ -238,12 +253,20 @@ class V2(CgroupDriver):
     def oom_files(self, rel: str) -> list[str]:
         return [str(self.root / rel / "memory.events")]
 
+    def pids_dir(self, rel: str) -> Path | None:
+        return self.root / rel
 
-def detect() -> CgroupDriver:
-    """v2 when the unified hierarchy is the only one (or the memory controller is on it)."""
+
+def detect(*, root: str | None = None) -> CgroupDriver:
+    """v2 when the unified hierarchy is the only one (or the memory controller is on it).
+
+    ``root`` (an absolute cgroup path, as upstream kubelet's --cgroup-root) replaces the default,
+    this process's own cgroup. Real hosts under systemd on v2 need it: a service's cgroup holds
+    the agent itself, and v2's no-internal-processes rule then forbids enabling controllers for
+    pod cgroups below it (so memory.max would not exist), whereas the root cgroup is exempt."""
     if (CGROUP_FS / "cgroup.controllers").exists():
-        return V2()
-    return V1()
+        return V2(root=root)
+    return V1(root=None if root is None else {c: root for c in V1_CONTROLLERS})
 
 
 def kill_all(driver: CgroupDriver, rel: str, *, timeout: float = 5.0) -> None:

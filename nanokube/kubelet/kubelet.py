@@ -29,6 +29,7 @@ from nanokube.api.errors import ApiError
 from nanokube.client.events import emit
 from nanokube.client.informer import Informer, key_of
 from nanokube.client.workqueue import WorkQueue, run_workers
+from nanokube.host import mounts as host_mounts
 from nanokube.network.podnet import PodNet
 from nanokube.network.routes import plan_routes
 from nanokube.runtime.runtime import ContainerConfig, ImageNotFound, Mount
@@ -80,12 +81,19 @@ class PodTrack:
     net: Any = None
 
 
+# Upstream's podPidsLimit defaults to unlimited; a node shared by several pods needs a cap, so
+# ours is 1024 per pod (--pod-max-pids -1 lifts it).
+DEFAULT_POD_PIDS_LIMIT = 1024
+
+
 class Kubelet:
     def __init__(self, client: Any, *, node_name: str, node_ip: str, runtime: Any, network: Any,
                  cgroup_prefix: str, state_dir: Path, capacity: dict[str, str] | None = None,
                  kubelet_port: int = 10250, max_pods: int = 110, simulated_node: bool = False,
-                 stats_interval: float = stats.DEFAULT_INTERVAL, status_interval: float = 10.0):
+                 stats_interval: float = stats.DEFAULT_INTERVAL, status_interval: float = 10.0,
+                 pod_pids_limit: int | None = DEFAULT_POD_PIDS_LIMIT):
         self.client = client
+        self.pod_pids_limit = pod_pids_limit  # podPidsLimit: a fork bomb stays inside its pod
         self.node_name, self.node_ip = node_name, node_ip
         self.runtime, self.network = runtime, network
         self.cgroup_prefix = cgroup_prefix.strip("/")
@@ -178,9 +186,17 @@ class Kubelet:
         for uid in list(self.tracks):
             if uid not in live:
                 self._remove_pod_cgroup(uid)
+                self._remove_pod_dir(uid)
                 del self.tracks[uid]
         for k in [k for k in self._tokens if k[0] not in self.tracks]:
             del self._tokens[k]
+
+    def _remove_pod_dir(self, uid: str) -> None:
+        """The pod's kubelet directory, after the tmpfs of its secret volumes."""
+        d = self.state_dir / "pods" / uid
+        if d.exists():
+            host_mounts.unmount_below(d)
+            shutil.rmtree(d, ignore_errors=True)
 
     def _pod_cgroup(self, uid: str) -> str:
         return f"{self.cgroup_prefix}/pod{uid}"
@@ -230,6 +246,7 @@ class Kubelet:
             pod_cg = self._pod_cgroup(uid)
             self.runtime.cgroups.create(pod_cg)
             self.runtime.cgroups.set_resources(pod_cg, **podspec.pod_resources(pod))
+            self.runtime.cgroups.set_pids_limit(pod_cg, self.pod_pids_limit)
             track.cgroup_set = True
         deadline = pod["spec"].get("activeDeadlineSeconds")
         if deadline is not None and _seconds_since(track.start_time) > deadline:
@@ -285,7 +302,7 @@ class Kubelet:
         for key, src in volumes.tokens_wanted(pod):
             objects[("token", key)] = await self._token(pod, key, src)
         base = self.state_dir / "pods" / pod["metadata"]["uid"]
-        return await asyncio.to_thread(volumes.prepare, pod, base, objects)
+        return await asyncio.to_thread(volumes.prepare, pod, base, objects, tmpfs=host_mounts.mount_tmpfs)
 
     async def _token(self, pod: Obj, key: str, src: Obj) -> str | None:
         """A ServiceAccount token bound to the pod (TokenRequest), renewed after 80% of its life."""
@@ -495,6 +512,7 @@ class Kubelet:
                                     lookup=self._lookup_cache(md["namespace"]))
             img = self.runtime.resolve_image(c["image"])
             sec = security.resolve(pod, c, image_user=img.config.user, rootfs=img.rootfs)
+            vol_mounts = volumes.mounts(c, track.volumes, pod=pod)  # a bad subPath: SubPathError (a KeyError)
         except KeyError as e:
             msg = str(e).strip("'\"")
             view.state = {"waiting": {"reason": "CreateContainerConfigError", "message": msg}}
@@ -512,7 +530,7 @@ class Kubelet:
             argv=podspec.argv(c, base, env), env=env, working_dir=c.get("workingDir"), netns_path=net.netns_path,
             hostname=podspec.hostname(pod), cgroup=f"{self._pod_cgroup(md['uid'])}/{name}",
             mounts=[Mount(str(files / "hosts"), "/etc/hosts"), Mount(str(files / "resolv.conf"), "/etc/resolv.conf"),
-                    Mount(str(files / "hostname"), "/etc/hostname")] + volumes.mounts(c, track.volumes),
+                    Mount(str(files / "hostname"), "/etc/hostname")] + vol_mounts,
             stdin=bool(c.get("stdin")), stdin_once=bool(c.get("stdinOnce")), tty=bool(c.get("tty")),
             pid_ns=(await asyncio.to_thread(self.runtime.pause_pid_ns, md["uid"], net.netns_path or None,
                                             cgroup=self._pod_cgroup(md["uid"]))
@@ -661,7 +679,7 @@ class Kubelet:
             self.runtime.remove_pause(md["uid"])
             await asyncio.to_thread(self.network.teardown_pod, md["uid"])
             self._remove_pod_cgroup(md["uid"])
-            shutil.rmtree(self.state_dir / "pods" / md["uid"], ignore_errors=True)
+            self._remove_pod_dir(md["uid"])
             if finalize:
                 try:
                     await self.client.delete("pods", md["name"], namespace=md["namespace"], grace_period_seconds=0,

@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nanokube.api.errors import ApiError
 from nanokube.runtime.runtime import Mount
@@ -120,14 +120,19 @@ def tokens_wanted(pod: Obj) -> list[tuple[str, Obj]]:
     return out
 
 
-def prepare(pod: Obj, base: Path, objects: dict[tuple[str, str], Any]) -> dict[str, str]:
+def prepare(pod: Obj, base: Path, objects: dict[tuple[str, str], Any], *,
+            tmpfs: Callable[[Path], None] | None = None) -> dict[str, str]:
     """Create every volume of the pod; returns {volume name: host path}. ``objects`` holds
     the ConfigMaps and Secrets the pod refers to, keyed (resource, name), None if missing,
-    and its ServiceAccount tokens, keyed ("token", "<volume>/<path>")."""
+    and its ServiceAccount tokens, keyed ("token", "<volume>/<path>"). ``tmpfs(dir)`` puts
+    a tmpfs at a secret or projected volume's directory first (the kubelet passes
+    host.mounts.mount_tmpfs: secrets stay off the node's disk, as upstream)."""
     out: dict[str, str] = {}
     for v in pod["spec"].get("volumes") or []:
         name = v["name"]
         d = base / "volumes" / name
+        if tmpfs is not None and ("secret" in v or "projected" in v):
+            tmpfs(d)
         if "emptyDir" in v:
             d.mkdir(parents=True, exist_ok=True)
             fs_group = (pod["spec"].get("securityContext") or {}).get("fsGroup")
@@ -285,15 +290,50 @@ def referenced(pod: Obj) -> set[tuple[str, str]]:
     return refs
 
 
-def mounts(c: Obj, paths: dict[str, str]) -> list[Mount]:
+class SubPathError(VolumeError, KeyError):
+    """A subPath that leads out of its volume (a symlink the container planted): the container
+    does not start (CreateContainerConfigError), as upstream since CVE-2017-1002101."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+# Volumes the kubelet writes: always mounted read-only, as upstream, so that a container
+# cannot plant files (or symlinks) the kubelet would later write through.
+KUBELET_WRITTEN = ("secret", "configMap", "downwardAPI", "projected")
+
+
+def read_only_volumes(pod: Obj) -> set[str]:
+    return {v["name"] for v in pod["spec"].get("volumes") or [] if any(k in v for k in KUBELET_WRITTEN)}
+
+
+def subpath_source(volume: str, sub: str) -> str:
+    """The host path of ``sub`` inside the volume at ``volume``, refused unless it resolves
+    (symlinks followed) inside the volume. The shim checks again on what it opens."""
+    root = os.path.realpath(volume)
+    real = os.path.realpath(os.path.join(root, sub))
+    if os.path.isabs(sub) or (real != root and not real.startswith(root + "/")):
+        raise SubPathError(f"subPath {sub!r} resolves outside of its volume")
+    return real
+
+
+def mounts(c: Obj, paths: dict[str, str], *, pod: Obj | None = None) -> list[Mount]:
     out = []
+    forced_ro = read_only_volumes(pod) if pod else set()
     for m in c.get("volumeMounts") or []:
         src = paths.get(m["name"])
         if src is None:
             raise VolumeError(f'volume "{m["name"]}" not found in the pod')
+        within = None
         if m.get("subPath"):
+            try:
+                real = subpath_source(src, m["subPath"])
+            except SubPathError as e:
+                raise SubPathError(f'failed to prepare subPath for volumeMount "{m["name"]}" of container '
+                                   f'"{c["name"]}": {e}') from None
+            within = os.path.realpath(src)
+            if not os.path.exists(real):
+                os.makedirs(real, exist_ok=True)
             src = os.path.join(src, m["subPath"])
-            if not os.path.exists(src):
-                os.makedirs(src, exist_ok=True)
-        out.append(Mount(src, m["mountPath"], bool(m.get("readOnly"))))
+        out.append(Mount(src, m["mountPath"], bool(m.get("readOnly")) or m["name"] in forced_ro, within=within))
     return out

@@ -34,6 +34,7 @@ class Mount:
     source: str
     target: str
     readonly: bool = False
+    within: str | None = None  # a subPath's volume: the shim refuses a source that resolves outside
 
 
 @dataclass

@@ -3,11 +3,12 @@
 Run as ``python3 -S shim.py <container-dir>``: standard library only, nothing else imported,
 because its memory is paid per container. It reads ``config.json`` from the container dir,
 joins the pod's network namespace, unshares a pid namespace and forks the container init
-(pid 1 there), which unshares mount/uts/ipc, mounts an overlay of the image plus /proc,
-/dev, /sys and the bind mounts, pivots into it, drops capabilities, sets no_new_privs and
-execs. The shim writes ``pid`` and ``started``, copies stdout/stderr into the log in CRI
-format, and when the container exits writes ``exit.json`` — so a restarted kubelet can find
-running containers and learn how finished ones ended.
+(pid 1 there), which unshares mount/uts/ipc, mounts an overlay of the image plus /proc
+(kernel files masked as runc does), /dev, /sys and the bind mounts (all nodev, so a device
+node made with mknod cannot be opened), pivots into it, drops capabilities, sets
+no_new_privs and execs. The shim writes ``pid`` and ``started``, copies stdout/stderr into
+the log in CRI format, and when the container exits writes ``exit.json`` — so a restarted
+kubelet can find running containers and learn how finished ones ended.
 
 A container with ``stdin`` or ``tty`` (``kubectl run -it``) gets a pipe or a pseudo-terminal
 (opened inside the container's own devpts and handed to the shim over a socketpair) as its
@@ -37,6 +38,11 @@ PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 24, 38
 DEFAULT_CAPS = {0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31}  # CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID
 # SETUID SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
 LAST_CAP = 40
+# As runc's defaults: kernel files a container must not read (host timers, keys, firmware
+# tables) are covered up, and knobs it could turn are read-only.
+MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -58,18 +64,50 @@ def now():
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%09dZ" % int((t % 1) * 1e9)
 
 
+def mask_kernel_files(root):
+    """MASKED_PATHS: /dev/null over files, an empty read-only tmpfs over directories;
+    READONLY_PATHS: read-only bind mounts of themselves."""
+    for path in MASKED_PATHS:
+        target = root + path
+        if os.path.isdir(target):
+            mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")
+        elif os.path.exists(target):
+            mount("/dev/null", target, None, MS_BIND)
+    for path in READONLY_PATHS:
+        target = root + path
+        if os.path.exists(target):
+            mount(target, target, None, MS_BIND | MS_REC)
+            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def open_beneath(source, within):
+    """An O_PATH descriptor of ``source`` that provably lies inside ``within`` (a subPath of a
+    volume): resolved once, checked on what was opened, and then mounted through
+    /proc/self/fd, so that a symlink swapped in by the container cannot redirect the mount."""
+    fd = os.open(source, os.O_PATH | os.O_CLOEXEC)
+    real = os.readlink(f"/proc/self/fd/{fd}")
+    if real != within and not real.startswith(within.rstrip("/") + "/"):
+        os.close(fd)
+        raise PermissionError(f"subPath {source} resolves to {real}, outside of its volume")
+    return fd
+
+
 def setup_root(cfg, root):
-    """In the container's own mount namespace: build its root filesystem and pivot into it."""
+    """In the container's own mount namespace: build its root filesystem and pivot into it.
+    Unless privileged, every filesystem the container can write to is nodev (what the devices
+    cgroup does for runc): a node it makes with mknod cannot be opened."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     d = cfg["dir"]
-    mount("overlay", root, "overlay", 0, f"lowerdir={cfg['lower']},upperdir={d}/upper,workdir={d}/work")
+    privileged = bool((cfg.get("security") or {}).get("privileged"))
+    nodev = 0 if privileged else MS_NODEV
+    mount("overlay", root, "overlay", nodev, f"lowerdir={cfg['lower']},upperdir={d}/upper,workdir={d}/work")
     for sub in ("proc", "dev", "sys", "tmp", "etc"):
         os.makedirs(f"{root}/{sub}", exist_ok=True)
     mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     # As runc: the kernel's knobs are read-only in a container.
     mount(f"{root}/proc/sys", f"{root}/proc/sys", None, MS_BIND | MS_REC)
     mount(None, f"{root}/proc/sys", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
-    mount("tmpfs", f"{root}/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
+    mount("tmpfs", f"{root}/dev", "tmpfs", MS_NOSUID | nodev, "mode=755,size=65536k")  # the nodes below are binds
     for dev in ("null", "zero", "full", "random", "urandom", "tty"):
         open(f"{root}/dev/{dev}", "w").close()
         mount(f"/dev/{dev}", f"{root}/dev/{dev}", None, MS_BIND)
@@ -85,17 +123,24 @@ def setup_root(cfg, root):
         mount("sysfs", f"{root}/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except OSError:
         pass  # a sysfs of another network namespace may be refused; the container goes without
+    if not privileged:
+        mask_kernel_files(root)
     for m in cfg.get("mounts", []):
         target = root + m["target"]
-        if os.path.isdir(m["source"]):
+        fd = open_beneath(m["source"], m["within"]) if m.get("within") else None
+        source = f"/proc/self/fd/{fd}" if fd is not None else m["source"]
+        if os.path.isdir(source):
             os.makedirs(target, exist_ok=True)
         else:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             if not os.path.exists(target):
                 open(target, "w").close()
-        mount(m["source"], target, None, MS_BIND | MS_REC)
-        if m.get("readonly"):
-            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        mount(source, target, None, MS_BIND | MS_REC)
+        if fd is not None:
+            os.close(fd)
+        if m.get("readonly") or nodev:  # a remount sets all flags: keep the source's nosuid/noexec
+            kept = os.statvfs(target).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)  # ST_* bits equal MS_*
+            mount(None, target, None, MS_BIND | MS_REMOUNT | kept | nodev | (MS_RDONLY if m.get("readonly") else 0))
     os.makedirs(f"{root}/.oldroot", exist_ok=True)
     check(libc.syscall(155, root.encode(), f"{root}/.oldroot".encode()), "pivot_root")  # SYS_pivot_root
     os.chdir("/")
@@ -115,7 +160,7 @@ def container_init(cfg, out_w, err_w, go_r, stdin_r=None, pty_sock=None):
         setup_root(cfg, cfg["dir"] + "/rootfs")
         sec = cfg.get("security") or {}
         if sec.get("readonly_root"):
-            mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+            mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | (0 if sec.get("privileged") else MS_NODEV))
         os.chdir(cfg.get("cwd") or "/")
         if pty_sock is not None:
             master, slave = os.openpty()  # /dev/ptmx here is the container's own devpts
