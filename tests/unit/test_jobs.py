@@ -404,7 +404,8 @@ async def cj_setup(cp, **spec):
     cj = await cp.create("cronjobs", cronjob(**spec), namespace=NS)
     created = dt.datetime.strptime(cj["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(
         tzinfo=dt.timezone.utc)
-    clock = Clock(created + dt.timedelta(seconds=5))
+    # a few seconds after creation, but never past the minute (then a schedule would be due)
+    clock = Clock(created + dt.timedelta(seconds=min(5, 59 - created.second)))
     ctl = CronJobController(cp, clock=clock)
     cp.start(ctl)
     await asyncio.sleep(0.1)
