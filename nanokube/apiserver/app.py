@@ -20,10 +20,12 @@ from aiohttp import web
 from multidict import MultiDict
 
 from nanokube.api import openapi, protobuf, table
-from nanokube.api.errors import ApiError, bad_request
+from nanokube.api.errors import ApiError, Invalid, bad_request
 from nanokube.api.resources import RESOURCES, Resource
 from . import metrics as metrics_api
 from . import authn, eviction, rbac, reviews
+from . import bookmarks
+from . import proxy as proxy_api
 from .authn import Authenticator, TokenSigner, UserInfo
 from .registry import Registry
 
@@ -116,6 +118,31 @@ def _bool(v: str | None) -> bool:
     return v in ("true", "1", "True")
 
 
+def field_manager(request: web.Request) -> str:
+    """The request's field manager: ``fieldManager``, else the User-Agent's program name
+    ("kubectl/v1.37.1 (linux/amd64) ..." → "kubectl"), as upstream."""
+    fm = request.query.get("fieldManager") or request.headers.get("User-Agent", "").split("/")[0]
+    if len(fm) > 128:
+        if request.query.get("fieldManager"):
+            raise Invalid("PatchOptions" if request.method == "PATCH" else "CreateOptions" if request.method == "POST"
+                          else "UpdateOptions", "", [{"reason": "FieldValueTooLong", "field": "fieldManager",
+                                                      "message": "Too long: may not be more than 128 bytes"}],
+                          group="meta.k8s.io")
+        fm = fm[:128]
+    return fm
+
+
+def check_patch_options(q: Any, ptype: str) -> None:
+    """Upstream's ValidatePatchOptions: apply needs a field manager; only apply may force."""
+    if ptype == "apply" and not q.get("fieldManager"):
+        raise Invalid("PatchOptions", "", [{"reason": "FieldValueRequired", "field": "fieldManager",
+                                            "message": "Required value: is required for apply patch"}], group="meta.k8s.io")
+    if ptype != "apply" and q.get("force") is not None:
+        raise Invalid("PatchOptions", "", [{"reason": "FieldValueForbidden", "field": "force",
+                                            "message": "Forbidden: may not be specified for non-apply patch"}],
+                      group="meta.k8s.io")
+
+
 class ApiServer:
     def __init__(self, registry: Registry, *, token: str, kubelet_token: str | None = None,
                  kubelet_port: int = 10250, extra_tokens: dict[str, UserInfo] | None = None,
@@ -131,6 +158,8 @@ class ApiServer:
         self._openapi_cache: dict[str, tuple[str, bytes]] = {}
         self._session: aiohttp.ClientSession | None = None
         self.metrics_api = metrics_api.MetricsApi(registry, kubelet_token=kubelet_token, kubelet_port=kubelet_port)
+        self.proxy = proxy_api.Proxy(registry, kubelet_headers=self._kubelet_headers, kubelet_port=kubelet_port)
+        self.bookmark_interval = bookmarks.interval_from_env()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
@@ -143,6 +172,7 @@ class ApiServer:
         if self._session:
             await self._session.close()
         await self.metrics_api.close()
+        await self.proxy.close()
 
     def _lookup(self, plural: str, name: str, namespace: str | None) -> dict[str, Any] | None:
         try:
@@ -206,6 +236,9 @@ class ApiServer:
         parts = [p for p in path.split("/") if p]
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok")
+        pt = proxy_api.parse_path(request.rel_url.raw_path)
+        if pt is not None:  # pods/proxy, services/proxy, nodes/proxy: the path after /proxy is the backend's
+            return await self.proxy.serve(request, pt)
         if path == "/version":
             return web.json_response(VERSION)
         if path == "/metrics":
@@ -288,6 +321,8 @@ class ApiServer:
                     continue
                 elif sub == "finalize":
                     verbs = ["update"]
+                elif sub == "proxy":  # upstream's PodProxyOptions, ServiceProxyOptions, NodeProxyOptions
+                    kind, verbs = f"{r.kind}ProxyOptions", ["create", "delete", "get", "patch", "update"]
                 out.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
                             "kind": kind, "verbs": verbs})
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}
@@ -350,6 +385,7 @@ class ApiServer:
                                                            lookup=self._lookup), status=201)
         dry_run = q.get("dryRun") == "All"
         fv = q.get("fieldValidation", "Ignore") if q.get("fieldValidation") else "Ignore"
+        fm = field_manager(request)
         if name is None:
             if m == "GET":
                 if _bool(q.get("watch")):
@@ -365,7 +401,8 @@ class ApiServer:
                 return web.json_response(lst)
             if m == "POST":
                 body = await self._body(request)
-                obj = await reg.create(plural, body or {}, namespace=ns, dry_run=dry_run, field_validation=fv)
+                obj = await reg.create(plural, body or {}, namespace=ns, dry_run=dry_run, field_validation=fv,
+                                       field_manager=fm)
                 return web.json_response(obj, status=201)
             if m == "DELETE":
                 return await self.delete_collection(request, t)
@@ -396,17 +433,22 @@ class ApiServer:
             if not isinstance(body, dict):
                 raise bad_request("the body of the request was not a JSON object")
             obj = await reg.update(plural, body, namespace=ns, name=name, subresource=sub, dry_run=dry_run,
-                                   field_validation=fv)
+                                   field_validation=fv, field_manager=fm)
             return web.json_response(obj)
         if m == "PATCH":
             ptype = PATCH_TYPES.get(request.content_type)
-            if ptype is None or ptype == "apply":
+            if ptype is None:
                 raise ApiError(415, "UnsupportedMediaType",
                                f"the body of the request was in an unknown format - accepted media types include: "
-                               f"{', '.join(k for k, v in PATCH_TYPES.items() if v != 'apply')}")
+                               f"{', '.join(PATCH_TYPES)}")
+            check_patch_options(q, ptype)
             body = await self._body(request)
+            if ptype == "apply":  # server-side apply: field managers and conflicts
+                obj = await reg.apply(plural, name, body, namespace=ns, field_manager=q["fieldManager"],
+                                      force=_bool(q.get("force")), subresource=sub, dry_run=dry_run, field_validation=fv)
+                return web.json_response(obj)
             obj = await reg.patch(plural, name, body, namespace=ns, patch_type=ptype, subresource=sub, dry_run=dry_run,
-                                  field_validation=fv)
+                                  field_validation=fv, field_manager=fm)
             return web.json_response(obj)
         if m == "DELETE":
             opts = await self._body(request) or {}
@@ -439,6 +481,8 @@ class ApiServer:
         timeout = float(q.get("timeoutSeconds") or 1800)
         initial: list[tuple[str, Any]] = []
         rv = q.get("resourceVersion")
+        bookmarks.check_watch_list(q)
+        want_bookmarks = _bool(q.get("allowWatchBookmarks"))
         if _bool(q.get("sendInitialEvents")):
             # WatchList (client-go's streaming list): the current objects as ADDED, then a
             # bookmark marking the end of the initial events, then changes.
@@ -446,9 +490,8 @@ class ApiServer:
                                      field_selector=q.get("fieldSelector"))
             rv = lst["metadata"]["resourceVersion"]
             initial = [("ADDED", o) for o in lst["items"]]
-            initial.append(("BOOKMARK", {"kind": t.resource.kind, "apiVersion": t.resource.api_version,
-                                         "metadata": {"resourceVersion": rv,
-                                                      "annotations": {"k8s.io/initial-events-end": "true"}}}))
+            initial.append(("BOOKMARK", bookmarks.bookmark(t.resource.kind, t.resource.api_version, rv,
+                                                          initial_events_end=True)))
         stream = self.registry.watch(t.resource.plural, namespace=t.namespace, resource_version=rv,
                                      label_selector=q.get("labelSelector"), field_selector=q.get("fieldSelector"),
                                      copy_items=False)
@@ -462,6 +505,9 @@ class ApiServer:
             return status_response(nxt.exception())  # type: ignore[arg-type]
         await resp.prepare(request)
         deadline = time.monotonic() + timeout
+        sent_rv = int(rv) if rv and rv.isdigit() else 0
+        next_bm = bookmarks.next_bookmark(time.monotonic(), deadline=deadline, interval=self.bookmark_interval) \
+            if want_bookmarks else None
 
         async def send(ev_type: str, obj: Any) -> None:
             if as_table and ev_type not in ("ERROR", "BOOKMARK"):
@@ -474,12 +520,20 @@ class ApiServer:
             for ev in initial:
                 await send(*ev)
             while True:
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                left = deadline - now
                 if left <= 0:
                     break
-                done, _ = await asyncio.wait({nxt}, timeout=left)
+                seen = self.registry.store.revision  # see bookmarks.py: safe once a wait times out
+                done, _ = await asyncio.wait({nxt}, timeout=left if next_bm is None else max(0.01, min(left, next_bm - now)))
                 if not done:
-                    break
+                    if next_bm is None or time.monotonic() >= deadline:
+                        break
+                    if time.monotonic() >= next_bm:
+                        sent_rv = max(sent_rv, seen)
+                        await send("BOOKMARK", bookmarks.bookmark(t.resource.kind, t.resource.api_version, sent_rv))
+                        next_bm = bookmarks.next_bookmark(time.monotonic(), deadline=deadline, interval=self.bookmark_interval)
+                    continue
                 try:
                     ev = nxt.result()
                 except StopAsyncIteration:
@@ -488,6 +542,9 @@ class ApiServer:
                     await send("ERROR", e.status())
                     break
                 await send(*ev)
+                ev_rv = ev[1].get("metadata", {}).get("resourceVersion", "")
+                if ev_rv.isdigit():
+                    sent_rv = max(sent_rv, int(ev_rv))
                 nxt = asyncio.ensure_future(stream.__anext__())
         except (ConnectionResetError, asyncio.CancelledError):
             pass

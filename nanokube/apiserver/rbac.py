@@ -22,8 +22,9 @@ log = logging.getLogger("nanokube.rbac")
 Obj = dict[str, Any]
 SUPERUSER_GROUP = "system:masters"
 # Connecting to a pod's streams over a WebSocket is a GET, but it is authorized as "create",
-# as for SPDY's POST (upstream's AuthorizePodWebsocketUpgradeCreatePermission).
-_CONNECT = {"exec", "attach", "portforward", "proxy"}
+# as for SPDY's POST (upstream's AuthorizePodWebsocketUpgradeCreatePermission). The proxy
+# subresource is not among them: upstream authorizes it with the HTTP method's verb.
+_CONNECT = {"exec", "attach", "portforward"}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import uuid
 from typing import Any, AsyncIterator, Callable
 
 from nanokube.api import defaults, validation
+from nanokube.api import managedfields as mf
 from nanokube.api import patch as patches
 from nanokube.api.errors import ApiError, Conflict, Invalid, NotFound, bad_request
 from nanokube.api.resources import RESOURCES, Resource, resource as lookup
@@ -42,6 +43,10 @@ HAS_GENERATION = {"deployments", "replicasets", "pods", "services", "daemonsets"
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 PVC_PROTECTION = "kubernetes.io/pvc-protection"
 NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+# The field manager of writes that name none (the in-process controllers and scheduler); HTTP
+# requests default to their User-Agent's program name, as upstream.
+DEFAULT_MANAGER = "nanokube"
+_APPLIED = "\0applied"  # internal: managedFields were computed by an apply, keep them
 for _set in (STATUS_SUBRESOURCE, RESET_STATUS_ON_CREATE, HAS_GENERATION):
     _set.update(("poddisruptionbudgets", "replicationcontrollers"))
 
@@ -225,7 +230,7 @@ class Registry:
             raise Invalid(r.kind, (obj.get("metadata") or {}).get("name") or "", causes, group=r.group)
 
     async def create(self, plural: str, obj: Obj, *, namespace: str | None = None, dry_run: bool = False,
-                     field_validation: str = "Ignore") -> Obj:
+                     field_validation: str = "Ignore", field_manager: str | None = None) -> Obj:
         r = self._res(plural)
         obj = copy.deepcopy(obj)
         self._check_kind(r, obj)
@@ -279,6 +284,9 @@ class Registry:
             if r.namespaced:
                 # Under the lock, from the store: concurrent creates cannot both fit.
                 quota.check(self.store, plural, obj)
+            if field_manager != _APPLIED:
+                mf.record_update(None, obj, manager=field_manager or DEFAULT_MANAGER, api_version=r.api_version,
+                                 kind=r.kind, now=md["creationTimestamp"], ignore=self._ignored(r, None))
             if dry_run:
                 return obj
             try:
@@ -291,7 +299,8 @@ class Registry:
 
     # -- update ----------------------------------------------------------------------------
     async def update(self, plural: str, obj: Obj, *, namespace: str | None = None, name: str | None = None,
-                     subresource: str | None = None, dry_run: bool = False, field_validation: str = "Ignore") -> Obj:
+                     subresource: str | None = None, dry_run: bool = False, field_validation: str = "Ignore",
+                     field_manager: str | None = None) -> Obj:
         r = self._res(plural)
         obj = copy.deepcopy(obj)
         md = obj.setdefault("metadata", {})
@@ -302,14 +311,15 @@ class Registry:
             raise bad_request(f"the name of the object ({md['name']}) does not match the name on the URL ({name})")
         ns = self._ns(r, namespace or md.get("namespace"))
         if subresource == "scale":
-            return await self._update_scale(r, ns, name, obj, dry_run=dry_run)
+            return await self._update_scale(r, ns, name, obj, dry_run=dry_run, field_manager=field_manager)
         self._check_kind(r, obj)
         self.check_unknown_fields(r, obj, field_validation)
         async with self._lock:
-            return self._update_locked(r, ns, name, obj, subresource=subresource, dry_run=dry_run)
+            return self._update_locked(r, ns, name, obj, subresource=subresource, dry_run=dry_run,
+                                       manager=field_manager)
 
     def _update_locked(self, r: Resource, ns: str | None, name: str, obj: Obj, *, subresource: str | None,
-                       dry_run: bool) -> Obj:
+                       dry_run: bool, manager: str | None = None, manager_subresource: str | None = None) -> Obj:
         key = self.key(r, ns, name)
         got = self.store.get(key)
         if got is None:
@@ -350,6 +360,13 @@ class Registry:
                 self._allocate_service(new, old)
             if r.plural == "priorityclasses":
                 admission.priority_class(self.store, new, update=True)
+        if manager == _APPLIED:
+            if subresource == "status":
+                new["metadata"]["managedFields"] = obj["metadata"].get("managedFields")
+        else:
+            mf.record_update(old, new, manager=manager or DEFAULT_MANAGER, api_version=r.api_version, kind=r.kind,
+                             now=self._now(), subresource=manager_subresource or subresource or "",
+                             ignore=self._ignored(r, subresource))
         if new == old:
             return copy.deepcopy(old)
         # The last finalizer removed from an object being deleted: it goes away now.
@@ -429,7 +446,7 @@ class Registry:
     # -- patch -----------------------------------------------------------------------------
     async def patch(self, plural: str, name: str, body: Any, *, namespace: str | None = None,
                     patch_type: str = "merge", subresource: str | None = None, dry_run: bool = False,
-                    field_validation: str = "Ignore") -> Obj:
+                    field_validation: str = "Ignore", field_manager: str | None = None) -> Obj:
         r = self._res(plural)
         ns = self._ns(r, namespace)
         for _ in range(5):
@@ -442,7 +459,7 @@ class Registry:
             if not isinstance(patched, dict):
                 raise bad_request("the patch produced something that is not an object")
             if subresource == "scale":
-                return await self._update_scale(r, ns, name, patched, dry_run=dry_run)
+                return await self._update_scale(r, ns, name, patched, dry_run=dry_run, field_manager=field_manager)
             # A patch that carries its own resourceVersion is a precondition; otherwise we
             # apply to the latest and retry on a concurrent write.
             explicit_rv = isinstance(body, dict) and (body.get("metadata") or {}).get("resourceVersion")
@@ -452,7 +469,8 @@ class Registry:
                 self.check_unknown_fields(r, patched, field_validation)
             try:
                 async with self._lock:
-                    return self._update_locked(r, ns, name, patched, subresource=subresource, dry_run=dry_run)
+                    return self._update_locked(r, ns, name, patched, subresource=subresource, dry_run=dry_run,
+                                               manager=field_manager)
             except Conflict:
                 if explicit_rv:
                     raise
@@ -477,6 +495,92 @@ class Registry:
             raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {e}") from None
         raise ApiError(415, "UnsupportedMediaType", f"the patch type {patch_type!r} is not supported")
 
+    # -- server-side apply -----------------------------------------------------------------
+    @staticmethod
+    def _ignored(r: Resource, subresource: str | None) -> tuple[str, ...]:
+        """Top-level fields a write cannot own (upstream's reset fields): a main-resource write
+        never sets the status of a resource that has a status subresource."""
+        return ("status",) if r.plural in STATUS_SUBRESOURCE and not subresource else ()
+
+    async def apply(self, plural: str, name: str, body: Any, *, namespace: str | None = None, field_manager: str,
+                    force: bool = False, subresource: str | None = None, dry_run: bool = False,
+                    field_validation: str = "Ignore") -> Obj:
+        """PATCH with application/apply-patch+yaml: merge the partial object ``body`` into the
+        live one (or create it), with field ownership and conflicts (see managedfields)."""
+        r = self._res(plural)
+        ns = self._ns(r, namespace)
+        if subresource not in (None, "", "status") or (subresource == "status" and r.plural not in STATUS_SUBRESOURCE):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if not isinstance(body, dict):
+            raise bad_request("the body of the request was not a JSON object")
+        cfg = copy.deepcopy(body)
+        self._check_kind(r, cfg)
+        md = cfg.setdefault("metadata", {})
+        if not isinstance(md, dict):
+            raise bad_request("metadata must be an object")
+        if md.get("managedFields") is not None:
+            raise bad_request("metadata.managedFields must be nil")
+        if md.get("name") and md["name"] != name:
+            raise bad_request(f"the name of the object ({md['name']}) does not match the name on the URL ({name})")
+        if r.namespaced and md.get("namespace") and md["namespace"] != ns:
+            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+        md["name"] = name
+        self.check_unknown_fields(r, cfg, field_validation)
+        want_rv = md.pop("resourceVersion", None)
+        if subresource == "status":
+            cfg = {"apiVersion": cfg["apiVersion"], "kind": cfg["kind"], "metadata": {"name": name},
+                   "status": cfg.get("status") or {}}
+        ignore = self._ignored(r, subresource)
+        key = self.key(r, ns, name)
+        for _ in range(5):
+            got = self.store.get(key)
+            live = copy.deepcopy(got[0]) if got else None
+            if live is None and subresource:
+                raise self._notfound(r, name)
+            if want_rv and str(want_rv) != ((live or {}).get("metadata") or {}).get("resourceVersion"):
+                raise Conflict(r.plural, name, group=r.group)
+            new = self._merge_applied(r, live, cfg, manager=field_manager, force=force,
+                                      subresource=subresource or "", ignore=ignore)
+            if field_manager == mf.CSA_SSA_MANAGER:
+                mf.set_last_applied(new, body)
+            if live is None:
+                try:
+                    return await self.create(plural, new, namespace=ns, dry_run=dry_run, field_manager=_APPLIED)
+                except Conflict as e:
+                    if e.reason != "AlreadyExists":
+                        raise
+                    continue  # created meanwhile: apply to it
+            new["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
+            try:
+                async with self._lock:
+                    return self._update_locked(r, ns, name, new, subresource=subresource, dry_run=dry_run,
+                                               manager=_APPLIED)
+            except Conflict:
+                if want_rv:
+                    raise
+        raise Conflict(r.plural, name, group=r.group)
+
+    def _merge_applied(self, r: Resource, live: Obj | None, config: Obj, *, manager: str, force: bool,
+                       subresource: str, ignore: tuple[str, ...]) -> Obj:
+        def run(force: bool) -> Obj:
+            return mf.apply(live, config, manager=manager, api_version=r.api_version, kind=r.kind, now=self._now(),
+                            force=force, subresource=subresource, ignore=ignore).obj
+        try:
+            try:
+                return run(force)
+            except mf.ApplyConflict as e:
+                conflicts = e.conflicts
+                if manager == mf.CSA_SSA_MANAGER and live is not None:
+                    # kubectl's move from client-side apply: fields still as last applied are its own.
+                    allowed = mf.last_applied_allowed(live, kind=r.kind)
+                    conflicts = [(m, p) for m, p in conflicts if p not in allowed]
+                    if not conflicts:
+                        return run(True)
+                raise ApiError(409, "Conflict", mf.conflict_message(conflicts),
+                               details={"causes": mf.conflict_causes(conflicts)}) from None
+        except mf.ApplyError as e:
+            raise bad_request(f"failed to create typed patch object ({r.api_version}, Kind={r.kind}): {e}") from None
+
     # -- scale -----------------------------------------------------------------------------
     def get_scale(self, plural: str, name: str, *, namespace: str | None = None) -> Obj:
         obj = self.get(plural, name, namespace=namespace)
@@ -492,7 +596,8 @@ class Registry:
                        "selector": ",".join(f"{k}={v}" for k, v in sel.items())},
         }
 
-    async def _update_scale(self, r: Resource, ns: str | None, name: str, scale: Obj, *, dry_run: bool) -> Obj:
+    async def _update_scale(self, r: Resource, ns: str | None, name: str, scale: Obj, *, dry_run: bool,
+                            field_manager: str | None = None) -> Obj:
         if r.plural not in ("deployments", "replicasets", "statefulsets", "replicationcontrollers"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         replicas = (scale.get("spec") or {}).get("replicas")
@@ -506,7 +611,8 @@ class Registry:
             if want_rv and want_rv != obj["metadata"]["resourceVersion"]:
                 raise Conflict(r.plural, name, group=r.group)
             obj["spec"]["replicas"] = replicas
-            self._update_locked(r, ns, name, obj, subresource=None, dry_run=dry_run)
+            self._update_locked(r, ns, name, obj, subresource=None, dry_run=dry_run, manager=field_manager,
+                                manager_subresource="scale")
         return self.get_scale(r.plural, name, namespace=ns)
 
     # -- binding ---------------------------------------------------------------------------
@@ -737,10 +843,10 @@ class Registry:
             initial = [copy.deepcopy(v) for _, v, _ in items if flt(v)]
             after = rev
         else:
-            try:
-                after = int(resource_version)
-            except ValueError:
-                raise bad_request(f"invalid resource version: {resource_version}") from None
+            # ParseResourceVersion: an unsigned decimal (so "-5", "+5", "1_0" are 400, not 410).
+            if not (resource_version.isascii() and resource_version.isdigit()):
+                raise bad_request(f"invalid resource version: {resource_version}")
+            after = int(resource_version)
             initial = []
         try:
             stream = self.store.watch(prefix, after=after)

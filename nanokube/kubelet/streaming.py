@@ -131,9 +131,9 @@ async def serve_exec(request: web.Request, argv: list[str], command: list[str], 
     async def read_client() -> None:
         nonlocal write_in
         async for msg in ws:
-            if msg.type != WSMsgType.BINARY or not msg.data:
+            if (raw := _frame_bytes(msg)) is None:
                 continue
-            ch, data = msg.data[0], msg.data[1:]
+            ch, data = raw[0], raw[1:]
             if ch == STDIN and write_in >= 0 and data:
                 await loop.run_in_executor(None, _write_all, write_in, data)
             elif ch == RESIZE and tty:
@@ -235,9 +235,9 @@ async def _attach_socket(ws: web.WebSocketResponse, sock_path: Path) -> None:
 
     async def from_client() -> None:
         async for msg in ws:
-            if msg.type != WSMsgType.BINARY or not msg.data:
+            if (raw := _frame_bytes(msg)) is None:
                 continue
-            ch, data = msg.data[0], msg.data[1:]
+            ch, data = raw[0], raw[1:]
             if ch in (STDIN, RESIZE):
                 writer.write(frame(ch, data))
             elif ch == CLOSE and data[:1] == bytes([STDIN]):
@@ -268,6 +268,16 @@ async def _attach_log(ws: web.WebSocketResponse, log_path: Path, running: Callab
                 break
             await asyncio.sleep(0.2)
     reader.cancel()
+
+
+def _frame_bytes(msg: Any) -> bytes | None:
+    """A client message's channel byte + payload. Text frames count too: upstream's wsstream
+    reads either kind into bytes, and the official Python client sends str stdin as text."""
+    if msg.type == WSMsgType.BINARY and msg.data:
+        return msg.data
+    if msg.type == WSMsgType.TEXT and msg.data:
+        return msg.data.encode()
+    return None
 
 
 def _write_all(fd: int, data: bytes) -> None:
