@@ -15,6 +15,7 @@ from aiohttp import web
 
 from nanokube.client.http import HttpClient
 from nanokube.host.cgroups import detect
+from nanokube.kubelet.eviction import parse_reserved
 from nanokube.kubelet.kubelet import DEFAULT_POD_PIDS_LIMIT, Kubelet
 from nanokube.kubelet.server import KubeletServer
 from nanokube.network.ingress_agent import IngressAgent
@@ -43,7 +44,10 @@ async def run_agent(args: Any) -> None:
                       cgroup_prefix=args.cgroup_prefix, state_dir=data / "kubelet",
                       simulated_node=getattr(args, "simulated_node", False),
                       status_interval=getattr(args, "node_status_update_frequency", 10.0),
-                      pod_pids_limit=getattr(args, "pod_max_pids", DEFAULT_POD_PIDS_LIMIT))
+                      pod_pids_limit=getattr(args, "pod_max_pids", DEFAULT_POD_PIDS_LIMIT),
+                      eviction_hard=args.eviction_hard,
+                      reserved=[parse_reserved(args.system_reserved), parse_reserved(args.kube_reserved)],
+                      eviction_pressure_transition_period=args.eviction_pressure_transition_period)
     proxier = Proxier(client, node_name=args.node_name, node_ips=[args.node_ip], cluster_cidr=args.cluster_cidr)
     def own_ips() -> list[str]:  # the node's addresses (lan and bridge): kubelet probes come from them
         try:

@@ -29,6 +29,19 @@ def _log_setup(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+def _eviction_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
+    """The kubelet's node-allocatable and eviction flags (agent; `up` passes them on)."""
+    p.add_argument("--eviction-hard", default="memory.available<100Mi", metavar="SIGNAL<QUANTITY",
+                   help=prefix + "evict pods when memory.available drops below this (a quantity or a %% of "
+                        "capacity); also subtracted from the node's allocatable (default %(default)s)")
+    p.add_argument("--system-reserved", default="", metavar="cpu=...,memory=...",
+                   help=prefix + "resources kept for the operating system, not offered to pods")
+    p.add_argument("--kube-reserved", default="", metavar="cpu=...,memory=...",
+                   help=prefix + "resources kept for nanokube itself, not offered to pods")
+    p.add_argument("--eviction-pressure-transition-period", type=float, default=300.0, metavar="SECONDS",
+                   help=prefix + "how long MemoryPressure stays after memory recovers (default %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nanokube", description="A real, miniature Kubernetes for Linux hosts.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--cluster-cidr", default="10.244.0.0/16")
     a.add_argument("--pod-max-pids", type=int, default=1024, metavar="N",
                    help="the most processes a pod may have (its pids cgroup; -1: no limit; default %(default)s)")
+    _eviction_args(a)
 
     u = sub.add_parser("up", help="start a local cluster on this host",
                        description="Start a local cluster: one server and N nodes, each node in its own network "
@@ -105,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="passed to the server: how long pods stay on an unreachable node (default %(default)s)")
     u.add_argument("--hpa-sync-period", type=float, default=15.0, metavar="SECONDS",
                    help="passed to the server: how often HPAs are reconciled (default %(default)s)")
+    _eviction_args(u, prefix="passed to every agent: ")
 
     d = sub.add_parser("down", help="stop a local cluster and remove everything it made")
     d.add_argument("--cluster", default="nanokube")

@@ -170,6 +170,16 @@ def teardown(cdir: Path, cluster: str) -> None:
 
 
 # -- commands ------------------------------------------------------------------------------
+def _eviction_argv(args: Any) -> list[str]:
+    """`up`'s allocatable/eviction options, as agent arguments."""
+    out = ["--eviction-hard", getattr(args, "eviction_hard", "memory.available<100Mi"),
+           "--eviction-pressure-transition-period", str(getattr(args, "eviction_pressure_transition_period", 300.0))]
+    for flag in ("system_reserved", "kube_reserved"):
+        if getattr(args, flag, ""):
+            out += ["--" + flag.replace("_", "-"), getattr(args, flag)]
+    return out
+
+
 def cmd_up(args: Any) -> int:
     cluster, n = args.cluster, args.nodes
     cdir = cluster_dir(args.state_dir, cluster)
@@ -216,7 +226,7 @@ def cmd_up(args: Any) -> int:
                      "--node-name", nd.name, "--node-ip", nd.ip, "--data-dir", str(cdir / "nodes" / nd.name),
                      "--images-dir", str(args.images_dir), "--cgroup-prefix", f"nanokube-{cluster}/{nd.name}",
                      "--simulated-node", "--node-status-update-frequency",
-                     str(min(10.0, getattr(args, "node_monitor_grace_period", 40.0) / 4))],
+                     str(min(10.0, getattr(args, "node_monitor_grace_period", 40.0) / 4)), *_eviction_argv(args)],
                cdir / "logs" / f"{nd.name}.log", cdir / "pids" / f"{nd.name}.pid")
     try:
         _wait_ready(cdir, info, args.timeout, lambda m: _say(f"✓ {m} ({time.monotonic() - t0:.1f}s)"))

@@ -34,7 +34,7 @@ from nanokube.network.podnet import PodNet
 from nanokube.network.routes import plan_routes
 from nanokube.runtime.runtime import ContainerConfig, ImageNotFound, Mount
 from nanokube.runtime import images
-from . import nodestatus, podspec, prober, probes, security, stats, status as podstatus, volumes
+from . import eviction, nodestatus, podspec, prober, probes, security, stats, status as podstatus, volumes
 
 log = logging.getLogger("nanokube.kubelet")
 Obj = dict[str, Any]
@@ -79,6 +79,7 @@ class PodTrack:
     volumes_at: float | None = None
     cgroup_set: bool = False
     net: Any = None
+    evict: str | None = None   # the eviction manager chose this pod: the message to evict it with
 
 
 # Upstream's podPidsLimit defaults to unlimited; a node shared by several pods needs a cap, so
@@ -91,7 +92,9 @@ class Kubelet:
                  cgroup_prefix: str, state_dir: Path, capacity: dict[str, str] | None = None,
                  kubelet_port: int = 10250, max_pods: int = 110, simulated_node: bool = False,
                  stats_interval: float = stats.DEFAULT_INTERVAL, status_interval: float = 10.0,
-                 pod_pids_limit: int | None = DEFAULT_POD_PIDS_LIMIT):
+                 pod_pids_limit: int | None = DEFAULT_POD_PIDS_LIMIT,
+                 eviction_hard: str = eviction.DEFAULT_EVICTION_HARD, reserved: list[dict[str, str]] | None = None,
+                 eviction_pressure_transition_period: float = 300.0):
         self.client = client
         self.pod_pids_limit = pod_pids_limit  # podPidsLimit: a fork bomb stays inside its pod
         self.node_name, self.node_ip = node_name, node_ip
@@ -100,6 +103,12 @@ class Kubelet:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.capacity = capacity or nodestatus.default_capacity(max_pods)
+        # Node allocatable and memory-pressure eviction (eviction.py): what the scheduler may
+        # place here is capacity minus reservations minus the hard eviction threshold.
+        thresholds = eviction.parse_thresholds(eviction_hard)
+        self.allocatable = eviction.allocatable(self.capacity, reserved=reserved or [], thresholds=thresholds)
+        self.evictor = eviction.EvictionManager(thresholds, podspec.bytes_(self.capacity["memory"]),
+                                                transition_period=eviction_pressure_transition_period)
         # status.images (for the scheduler's ImageLocality); sizes are cached per image version.
         self.node_images = nodestatus.NodeImages(runtime.images) if hasattr(runtime, "images") else None
         self.kubelet_port = kubelet_port
@@ -132,7 +141,9 @@ class Kubelet:
             try:
                 images = await asyncio.to_thread(self.node_images.status) if self.node_images else None
                 await nodestatus.heartbeat(self.client, node_name=self.node_name, node_ip=self.node_ip,
-                                           capacity=self.capacity, kubelet_port=self.kubelet_port, images=images)
+                                           capacity=self.capacity, kubelet_port=self.kubelet_port, images=images,
+                                           allocatable=self.allocatable,
+                                           memory_pressure=self.evictor.memory_pressure)
                 await nodestatus.renew_lease(self.client, self.node_name)
             except Exception as e:  # noqa: BLE001 - try again next beat
                 log.warning("node heartbeat: %r", e)
@@ -229,6 +240,9 @@ class Kubelet:
             return
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             # Finished for good: nothing more runs. Keep the containers for their logs.
+            return
+        if track.evict is not None:
+            await self._evict(pod, track)
             return
         if not self.ready.is_set():
             self.queue.add_after(key, 0.2)
@@ -693,13 +707,88 @@ class Kubelet:
             track.terminating = None
             self.queue.add_after(key_of(pod), 1)
 
+    # -- memory-pressure eviction ---------------------------------------------------------------
+    async def _eviction_loop(self) -> None:
+        """After each stats sample: observe memory.available; under the hard threshold, hand
+        one pod (upstream's ranking) to its sync to be evicted; post a pressure change at once."""
+        while True:
+            await asyncio.sleep(self.stats.interval)
+            try:
+                node = self.stats.series.get(("node",))
+                if node is None or node.cur is None:
+                    continue
+                was = self.evictor.memory_pressure
+                crossed = self.evictor.observe(node.cur.usage.working_set_bytes)
+                if self.evictor.memory_pressure != was:
+                    await nodestatus.heartbeat(self.client, node_name=self.node_name, node_ip=self.node_ip,
+                                               capacity=self.capacity, kubelet_port=self.kubelet_port,
+                                               allocatable=self.allocatable, memory_pressure=self.evictor.memory_pressure)
+                if crossed is None or any(t.evict for t in self.tracks.values()):
+                    continue   # one eviction at a time, as upstream
+                usage, per_container = [], {}
+                for t in self.stats.targets:
+                    pod, ser = self.pods.get(f"{t.namespace}/{t.name}"), self.stats.series.get(("pod", t.uid))
+                    if pod is None or ser is None or ser.cur is None:
+                        continue
+                    usage.append((pod, ser.cur.usage.working_set_bytes))
+                    per_container[t.uid] = {c.name: cs.cur.usage.working_set_bytes for c in t.containers
+                                            if (cs := self.stats.series.get(("container", t.uid, c.name))) and cs.cur}
+                victim = self.evictor.pick(usage)
+                if victim is None:
+                    continue
+                uid = victim["metadata"]["uid"]
+                track = self.tracks.setdefault(uid, PodTrack(uid))
+                track.evict = eviction.message(crossed, self.evictor.available or 0, victim, per_container.get(uid, {}))
+                log.warning("memory pressure: evicting %s: %s", key_of(victim), track.evict)
+                self.queue.add(key_of(victim))
+            except Exception as e:  # noqa: BLE001 - try again after the next sample
+                log.warning("eviction check: %r", e)
+
+    async def _evict(self, pod: Obj, track: PodTrack) -> None:
+        """Fail the pod with reason Evicted (so nothing restarts it), then stop its containers at
+        once (a hard threshold has no grace period) and free its resources."""
+        msg = track.evict or ""
+        md = pod["metadata"]
+        for _ in range(5):
+            cur = copy.deepcopy(self.pods.get(key_of(pod)) or pod)
+            st = cur.setdefault("status", {})
+            now = _now()
+            conds = [c for c in st.get("conditions") or [] if c.get("type") not in ("Ready", "ContainersReady",
+                                                                                     "DisruptionTarget")]
+            conds += [{"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
+                       "message": msg, "lastProbeTime": None, "lastTransitionTime": now},
+                      {"type": "Ready", "status": "False", "reason": "PodFailed", "lastProbeTime": None,
+                       "lastTransitionTime": now},
+                      {"type": "ContainersReady", "status": "False", "reason": "PodFailed", "lastProbeTime": None,
+                       "lastTransitionTime": now}]
+            for cs in st.get("containerStatuses") or []:
+                started = (cs.get("state") or {}).get("running", {}).get("startedAt")
+                cs["state"] = {"terminated": {"exitCode": 137, "reason": "Error", "startedAt": started, "finishedAt": now}}
+                cs["ready"], cs["started"] = False, False
+            st.update(phase="Failed", reason="Evicted", message=msg, conditions=conds)
+            try:
+                await self.client.update("pods", cur, namespace=md["namespace"], subresource="status")
+                break
+            except ApiError as e:
+                if e.code == 404:
+                    break
+                if e.code != 409:
+                    raise
+                await asyncio.sleep(0.05)
+        await emit(self.client, pod, reason="Evicted", type="Warning", component="kubelet", host=self.node_name,
+                   message=msg)
+        now_dead = copy.deepcopy(pod)
+        now_dead["metadata"]["deletionGracePeriodSeconds"] = 0
+        await self._terminate(now_dead, track, finalize=False)
+
     # -- main ----------------------------------------------------------------------------------
     async def run(self) -> None:
         delay = 0.05
         while True:
             try:
                 await nodestatus.register(self.client, node_name=self.node_name, node_ip=self.node_ip,
-                                          capacity=self.capacity, kubelet_port=self.kubelet_port)
+                                          capacity=self.capacity, kubelet_port=self.kubelet_port,
+                                          allocatable=self.allocatable)
                 await nodestatus.renew_lease(self.client, self.node_name)
                 await volumes.publish_local_path_root(self.client, self.node_name, self.local_path_root)
                 break
@@ -710,6 +799,7 @@ class Kubelet:
         self._adopt()
         tasks = [asyncio.create_task(x) for x in (self.pods.run(), self.nodes.run(), self._node_loop(),
                                                    self._routes_loop(), self._ticker(), self.stats.run(),
+                                                   self._eviction_loop(),
                                                    volumes.local_path_gc(self.client, self.local_path_root, lambda: {
                                                        p for t in self.tracks.values() for p in t.volumes.values()}))]
         try:
