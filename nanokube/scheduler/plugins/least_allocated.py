@@ -52,10 +52,14 @@ def least_requested(requested: int, capacity: int) -> int:
     return (capacity - requested) * MAX_SCORE // capacity
 
 
-def score(pod: Obj, ni: NodeInfo, state: Resources | None) -> int:
+def score_by(one: Callable[[int, int], int], pod: Obj, ni: NodeInfo, state: Resources | None) -> int:
+    """The node score with per-resource formula ``one`` (this module's or most_allocated's)."""
     req = pod_requests(pod, non_zero=True) if state is None else state
     used, alloc = ni.non_zero_requested, ni.allocatable
     if alloc.cpu and alloc.memory:   # the common case, straight-line: both weights are 1
-        return (least_requested(used.cpu + req.cpu, alloc.cpu)
-                + least_requested(used.memory + req.memory, alloc.memory)) // 2
-    return weighted(requested_allocatable(ni, req), least_requested)
+        return (one(used.cpu + req.cpu, alloc.cpu) + one(used.memory + req.memory, alloc.memory)) // 2
+    return weighted(requested_allocatable(ni, req), one)
+
+
+def score(pod: Obj, ni: NodeInfo, state: Resources | None) -> int:
+    return score_by(least_requested, pod, ni, state)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from nanokube.scheduler.framework import MAX_SCORE, NodeInfo, Obj, Resources, pod_requests
-from nanokube.scheduler.plugins.least_allocated import requested_allocatable, weighted
+from nanokube.scheduler.plugins.least_allocated import score_by
 
 NAME = "NodeResourcesFit"
 WEIGHT = 1
@@ -29,9 +29,4 @@ def most_requested(requested: int, capacity: int) -> int:
 
 
 def score(pod: Obj, ni: NodeInfo, state: Resources | None) -> int:
-    req = pod_requests(pod, non_zero=True) if state is None else state
-    used, alloc = ni.non_zero_requested, ni.allocatable
-    if alloc.cpu and alloc.memory:   # the common case, straight-line: both weights are 1
-        return (most_requested(used.cpu + req.cpu, alloc.cpu)
-                + most_requested(used.memory + req.memory, alloc.memory)) // 2
-    return weighted(requested_allocatable(ni, req), most_requested)
+    return score_by(most_requested, pod, ni, state)
