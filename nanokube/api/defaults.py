@@ -238,7 +238,11 @@ def _service(o: Obj) -> None:
 def _namespace(o: Obj) -> None:
     o.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
     o.setdefault("status", {}).setdefault("phase", "Active")
-    o["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = o["metadata"]["name"]
+    md = o["metadata"]
+    labels = md.setdefault("labels", {})
+    # A missing or malformed name or labels is validation's to reject (422), not a crash here.
+    if isinstance(md.get("name"), str) and isinstance(labels, dict):
+        labels["kubernetes.io/metadata.name"] = md["name"]
 
 
 def _secret(o: Obj) -> None:

@@ -221,5 +221,86 @@ def unknown_fields(schemas: dict[str, Any], api_version: str, kind: str, obj: An
     return out
 
 
+# Fields of type resource.Quantity: the client models type them as plain strings, but
+# upstream's decoder also takes a number there (``cpu: 1``, ``storage: 1e9``).
+QUANTITY_FIELDS = frozenset({"limits", "requests", "capacity", "allocatable", "hard", "used", "max", "min",
+                             "default", "defaultRequest", "maxLimitRequestRatio", "sizeLimit", "overhead",
+                             "podFixed", "averageValue", "divisor", "allocatedResources", "maximumVolumeSize"})
+_JSON_TYPE = {dict: "object", list: "array", str: "string", bool: "bool", int: "number", float: "number"}
+
+
+def drop_nulls(value: Any) -> Any:
+    """A copy of a decoded body without ``null`` object members: upstream decodes ``null`` to
+    the field's zero value, which for us is the field being absent (``"spec": null`` must not
+    reach code that does ``obj.setdefault("spec", {})``)."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
+
+
+def type_errors(schemas: dict[str, Any], api_version: str, kind: str, obj: Any) -> list[str]:
+    """Fields whose JSON type the type cannot hold, as upstream's decoder reports them
+    (``cannot unmarshal string into Go struct field .spec.replicas of type int32``): the
+    apiserver answers those 400 before any defaulting or validation code sees the object.
+    ``null`` members are accepted (``drop_nulls`` removes them first), ``null`` array items are
+    not; unknown fields are ``unknown_fields``' business, not this one's."""
+    name = kind_schema(schemas, api_version, kind)
+    if name is None:
+        return []
+    defs = schemas["definitions"]
+    out: list[str] = []
+
+    def bad(value: Any, path: str, want: str) -> None:
+        got = _JSON_TYPE.get(type(value), type(value).__name__)
+        out.append(f"cannot unmarshal {got} into Go struct field {path or '.'} of type {want}")
+
+    def walk(node: dict[str, Any], value: Any, path: str, field: str, parent: str) -> None:
+        if "$ref" in node:
+            parent = node["$ref"].rsplit("/", 1)[1]
+            node = defs[parent]
+        if node.get("x-nanokube-free"):
+            return
+        if value is None:
+            if path.endswith("]"):
+                out.append(f"cannot unmarshal null into Go struct field {path} of type {node.get('type', 'object')}")
+            return
+        t = node.get("type")
+        if t == "array":
+            if not isinstance(value, list):
+                return bad(value, path, "array")
+            for i, v in enumerate(value):
+                walk(node["items"], v, f"{path}[{i}]", field, parent)
+        elif t == "object":
+            if not isinstance(value, dict):
+                return bad(value, path, "object")
+            props, extra = node.get("properties"), node.get("additionalProperties")
+            for k, v in value.items():
+                sub = props.get(k) if props is not None else extra
+                if sub is not None:
+                    walk(sub, v, (f"{path}.{k}" if path else k) if props is not None else f"{path}[{k}]",
+                         k if props is not None else field, parent)
+        elif t == "string":
+            quantity = field in QUANTITY_FIELDS or (field == "value" and parent.endswith("MetricTarget"))
+            if not (isinstance(value, str) or quantity and isinstance(value, (int, float))
+                    and not isinstance(value, bool)):
+                bad(value, path, "string")
+        elif t == "integer":
+            if isinstance(value, bool) or not (isinstance(value, int) or isinstance(value, float)
+                                               and value.is_integer()):
+                bad(value, path, "integer")
+        elif t == "number":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                bad(value, path, "number")
+        elif t == "boolean" and not isinstance(value, bool):
+            bad(value, path, "bool")
+
+    if not isinstance(obj, dict):
+        return [f"cannot unmarshal {_JSON_TYPE.get(type(obj), type(obj).__name__)} into Go value of type {kind}"]
+    walk({"$ref": "#/components/schemas/" + name}, obj, "", "", name)
+    return out
+
+
 if __name__ == "__main__":
     json.dump(_generate(), sys.stdout, separators=(",", ":"))

@@ -224,6 +224,19 @@ class Registry:
                               f"strict decoding error: {', '.join(msgs)}")
         return msgs
 
+    def decoded(self, r: Resource, obj: Any) -> Obj:
+        """A copy of a request body as upstream's decoder would see it: ``null`` members gone,
+        400 for a field of the wrong JSON type, before any defaulting or validation code reads it."""
+        from nanokube.api.schema import drop_nulls, type_errors
+        obj = drop_nulls(obj)
+        if self.schemas is None:
+            return obj
+        errs = type_errors(self.schemas, r.api_version, r.kind, obj)
+        if errs:
+            raise bad_request(f'{r.kind} in version "{r.version}" cannot be handled as a {r.kind}: json: '
+                              + "; ".join(errs[:5]))
+        return obj
+
     def _validate(self, r: Resource, obj: Obj) -> None:
         causes = validation.validate(r.plural, obj)
         if causes:
@@ -232,8 +245,8 @@ class Registry:
     async def create(self, plural: str, obj: Obj, *, namespace: str | None = None, dry_run: bool = False,
                      field_validation: str = "Ignore", field_manager: str | None = None) -> Obj:
         r = self._res(plural)
-        obj = copy.deepcopy(obj)
         self._check_kind(r, obj)
+        obj = self.decoded(r, obj)
         md = obj.setdefault("metadata", {})
         if not isinstance(md, dict):
             raise bad_request("metadata must be an object")
@@ -302,8 +315,10 @@ class Registry:
                      subresource: str | None = None, dry_run: bool = False, field_validation: str = "Ignore",
                      field_manager: str | None = None) -> Obj:
         r = self._res(plural)
+        if not isinstance(obj, dict) or not isinstance(obj.get("metadata") or {}, dict):
+            raise bad_request("the body of the request must be a JSON object whose metadata is an object")
         obj = copy.deepcopy(obj)
-        md = obj.setdefault("metadata", {})
+        md = obj["metadata"] = obj.get("metadata") or {}  # null or empty: nothing to keep
         name = name or md.get("name")
         if not name:
             raise bad_request("name is required")
@@ -320,6 +335,7 @@ class Registry:
 
     def _update_locked(self, r: Resource, ns: str | None, name: str, obj: Obj, *, subresource: str | None,
                        dry_run: bool, manager: str | None = None, manager_subresource: str | None = None) -> Obj:
+        obj = self.decoded(r, obj)
         key = self.key(r, ns, name)
         got = self.store.get(key)
         if got is None:
