@@ -279,6 +279,23 @@ class Attach:
             pass
 
 
+def write_lines(log, lines, cfg):
+    """Append log lines, rotating first whenever the next line would take the file past
+    log_max_bytes (a big read is split at line boundaries, so no file exceeds the limit by
+    more than one line). Returns the file now being written."""
+    limit = cfg.get("log_max_bytes", 10 << 20)
+    buf, size = [], log.tell()
+    for line in lines:
+        if size and size + len(line) > limit:
+            log.write(b"".join(buf))
+            log = rotate(log, cfg["log"], cfg.get("log_max_files", 5))
+            buf, size = [], 0
+        buf.append(line)
+        size += len(line)
+    log.write(b"".join(buf))
+    return log
+
+
 def rotate(log, path, max_files):
     """containerLogMaxSize / containerLogMaxFiles: the log becomes path.1 (older ones shift up,
     the oldest beyond max_files goes) and a new one starts, as the kubelet rotates CRI logs."""
@@ -489,9 +506,8 @@ def main():
             lines = (partial[fd] + chunk).split(b"\n")
             partial[fd] = lines.pop()
             stamp = now().encode()
-            log.write(b"".join(stamp + b" " + names[fd] + b" F " + line.rstrip(b"\r") + b"\n" for line in lines))
-            if log.tell() >= cfg.get("log_max_bytes", 10 << 20):
-                log = rotate(log, cfg["log"], cfg.get("log_max_files", 5))
+            log = write_lines(log, [stamp + b" " + names[fd] + b" F " + line.rstrip(b"\r") + b"\n" for line in lines],
+                              cfg)
     if attach:
         attach.close()
     _, status = os.waitpid(pid, 0)
