@@ -304,7 +304,8 @@ def test_claim_of_unknown_class_keeps_pod_pending(cluster):
         cond = next((x for x in p["status"].get("conditions") or [] if x["type"] == "PodScheduled"), None)
         return cond["message"] if cond and cond["status"] == "False" else None
     msg = c.wait_for("pod unschedulable", unschedulable)
-    assert msg == "0/2 nodes are available: 2 pod has unbound immediate PersistentVolumeClaims."
+    assert msg == ("0/2 nodes are available: 2 pod has unbound immediate PersistentVolumeClaims. "
+                   "preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.")
     assert c.kjson("get", "pvc", "nowhere")["status"]["phase"] == "Pending"
     events = c.kubectl("get", "events", "--field-selector", "involvedObject.name=nowhere").stdout
     assert "ProvisioningFailed" in events and 'storageclass.storage.k8s.io "no-such-class" not found' in events
