@@ -406,6 +406,9 @@ def pause(d, netns):
         os.setsid()
         for s in (signal.SIGINT, signal.SIGHUP):
             signal.signal(s, signal.SIG_IGN)
+        # a handler, so that signal.pause() returns when a later orphan exits (SIGCHLD's
+        # default disposition would leave it sleeping and the zombie unreaped)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
         while True:
             try:
                 os.wait()

@@ -230,10 +230,6 @@ def _as_list(r: None | str | list[str]) -> list[str]:
     return [r] if isinstance(r, str) else list(r)
 
 
-def pre_filter_states(pod: Obj, snap: Snapshot, plugins: list[ModuleType]) -> dict[str, Any]:
-    return {p.NAME: p.pre_filter(pod, snap) for p in plugins if hasattr(p, "pre_filter")}
-
-
 SKIP = object()
 """What ``pre_score`` returns when its plugin would give every node the same score (upstream's
 Skip status): the pass is left out."""

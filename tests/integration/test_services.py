@@ -65,6 +65,9 @@ apiVersion: v1
 kind: Pod
 metadata: {name: client}
 spec:
+  # a pause process as pid 1 reaps the orphans busybox's `timeout` leaves behind (one per
+  # request; with `sleep` as pid 1 they would pile up to the pod's pids limit)
+  shareProcessNamespace: true
   containers: [{name: c, image: busybox, command: ["sleep", "3600"]}]
 """
 
