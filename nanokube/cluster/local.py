@@ -132,8 +132,9 @@ def _stop_processes(cdir: Path, *, grace: float = 10.0) -> None:
 
 
 def _stray_processes(cdir: Path) -> list[int]:
-    """nanokube servers and agents whose command line names this cluster's state directory,
-    whatever the pid files say (a crashed `up` or `down` can lose those)."""
+    """nanokube servers, agents and pods' pause processes whose command line names this
+    cluster's state directory, whatever the pid files say (a crashed `up` or `down` can lose
+    those; a pause process outlives its agent)."""
     needle = str(cdir).encode()
     out = []
     for d in Path("/proc").iterdir():
@@ -144,7 +145,7 @@ def _stray_processes(cdir: Path) -> list[int]:
         except OSError:
             continue
         args = cmd.split(b"\0")
-        if needle in cmd and b"nanokube" in cmd and (b"server" in args or b"agent" in args):
+        if needle in cmd and b"nanokube" in cmd and (b"server" in args or b"agent" in args or b"--pause" in args):
             out.append(int(d.name))
     return out
 

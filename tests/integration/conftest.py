@@ -45,7 +45,8 @@ def snapshot() -> dict[str, set[str]]:
                 cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if "nanokube" in cmd and (" server" in cmd or " agent" in cmd or "runtime.shim" in cmd):
+            if "nanokube" in cmd and (" server" in cmd or " agent" in cmd or "runtime.shim" in cmd
+                                      or "runtime/shim.py" in cmd):
                 procs.add(f"{d.name} {cmd}")
     return {
         "netns": {l.split()[0] for l in lines("ip", "netns", "list") if l.startswith("nk")},
