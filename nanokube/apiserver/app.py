@@ -660,11 +660,6 @@ class ApiServer:
                         raise ApiError.from_status(st, up.status)
                     except ValueError:
                         raise ApiError(up.status, "BadRequest", text.strip()) from None
-                resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
-                await resp.prepare(request)
-                async for chunk in up.content.iter_any():
-                    await resp.write(chunk)
-                await resp.write_eof()
-                return resp
+                return await proxy_api.relay_body(request, web.StreamResponse(headers={"Content-Type": "text/plain"}), up)
         except aiohttp.ClientError as e:
             raise ApiError(500, "InternalError", f"Get \"{url}\": {e}") from None

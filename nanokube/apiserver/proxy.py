@@ -140,6 +140,16 @@ def service_backends(svc: Obj, endpoints: Obj | None, port: str) -> list[Backend
     return out
 
 
+async def relay_body(request: web.Request, resp: web.StreamResponse, up: aiohttp.ClientResponse
+                     ) -> web.StreamResponse:
+    """Send ``resp``'s head, then stream an upstream (kubelet) response body through as it comes."""
+    await resp.prepare(request)
+    async for chunk in up.content.iter_any():
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
 def node_kubelet_url(node: Obj, *, default_port: int) -> tuple[str, int]:
     """The InternalIP and kubelet port of a node."""
     st = node.get("status") or {}
@@ -459,10 +469,6 @@ class Proxy:
                 for k, v in response_headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in up.raw_headers],
                                                     base=t.base):
                     resp.headers.add(k, v)
-                await resp.prepare(request)
-                async for chunk in up.content.iter_any():
-                    await resp.write(chunk)
-                await resp.write_eof()
-                return resp
+                return await relay_body(request, resp, up)
         except aiohttp.ClientError as e:
             raise ApiError(503, "ServiceUnavailable", f"error trying to reach service: {e}") from None
