@@ -168,15 +168,21 @@ def test_replace_force_and_wait(cluster, tmp_path):
 
 
 def test_get_watch_pods_then_killed(cluster):
+    # The pod runs before the watch starts (a pod can be Running before a cold kubectl has
+    # listed), so what the watch must show is deterministic: the pod, then its deletion.
+    cluster.kubectl("run", "gw", "--image=busybox", "--labels=app=gw", "--", "sleep", "3600")
+    cluster.kubectl("wait", "pod/gw", "--for=condition=Ready", "--timeout=60s")
     log = cluster.state_dir / "watch-pods.log"
+
+    def shown(status: str):
+        return lambda: any(l.split()[:1] == ["gw"] and l.split()[2:3] == [status] for l in log.read_text().splitlines())
     with open(log, "w") as out:
         w = subprocess.Popen(cluster._base("kubectl") + ["--", "get", "pods", "-l", "app=gw", "-w"], stdout=out,
                              stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            cluster.kubectl("run", "gw", "--image=busybox", "--labels=app=gw", "--", "sleep", "3600")
-            cluster.wait_for("the watch to show gw Running",
-                             lambda: any(l.split()[:3] == ["gw", "1/1", "Running"] for l in log.read_text().splitlines()),
-                             timeout=60)
+            cluster.wait_for("the watch to list gw Running", shown("Running"), timeout=60)
+            cluster.kubectl("delete", "pod", "gw", "--grace-period=1", "--wait=false")
+            cluster.wait_for("the watch to show gw Terminating", shown("Terminating"), timeout=60)
             assert w.poll() is None  # still watching
         finally:
             os.killpg(w.pid, signal.SIGTERM)
@@ -185,8 +191,7 @@ def test_get_watch_pods_then_killed(cluster):
     assert lines[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert [l.split()[0] for l in lines[1:]] == ["gw"] * (len(lines) - 1)
     statuses = [l.split()[2] for l in lines[1:]]
-    assert statuses[-1] == "Running" and len(statuses) >= 2  # it saw the pod change, not only its end state
-    cluster.kubectl("delete", "pod", "gw", "--grace-period=1")
+    assert statuses[0] == "Running" and "Terminating" in statuses[1:]  # it saw the pod change, not only a list
 
 
 def test_events_and_get_all(cluster):
