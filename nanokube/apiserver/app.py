@@ -444,9 +444,11 @@ class ApiServer:
             check_patch_options(q, ptype)
             body = await self._body(request)
             if ptype == "apply":  # server-side apply: field managers and conflicts
+                created: list[bool] = []
                 obj = await reg.apply(plural, name, body, namespace=ns, field_manager=q["fieldManager"],
-                                      force=_bool(q.get("force")), subresource=sub, dry_run=dry_run, field_validation=fv)
-                return web.json_response(obj)
+                                      force=_bool(q.get("force")), subresource=sub, dry_run=dry_run, field_validation=fv,
+                                      created=created)
+                return web.json_response(obj, status=201 if created else 200)
             obj = await reg.patch(plural, name, body, namespace=ns, patch_type=ptype, subresource=sub, dry_run=dry_run,
                                   field_validation=fv, field_manager=fm)
             return web.json_response(obj)

@@ -89,24 +89,74 @@ def parse_field_selector(sel: str | None) -> list[tuple[str, str, str]]:
     return out
 
 
+# The field labels each resource can be selected by, beyond metadata.name (and metadata.namespace
+# for namespaced ones): upstream's per-type GetAttrs / field label conversion funcs. A label maps
+# to (path in the object, the value an unset field selects as).
+_EVENT_FIELDS = {f"involvedObject.{f}": (f"involvedObject.{f}", "") for f in
+                 ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")}
+_EVENT_FIELDS.update({"reason": ("reason", ""), "reportingComponent": ("reportingComponent", ""),
+                      "source": ("source.component", ""), "type": ("type", "")})
+FIELD_LABELS: dict[str, dict[str, tuple[str, str]]] = {
+    "pods": {"spec.nodeName": ("spec.nodeName", ""), "spec.restartPolicy": ("spec.restartPolicy", ""),
+             "spec.schedulerName": ("spec.schedulerName", ""),
+             "spec.serviceAccountName": ("spec.serviceAccountName", ""),
+             "spec.hostNetwork": ("spec.hostNetwork", "false"), "status.phase": ("status.phase", ""),
+             "status.podIP": ("status.podIP", ""), "status.podIPs": ("status.podIPs", ""),
+             "status.nominatedNodeName": ("status.nominatedNodeName", "")},
+    "events": _EVENT_FIELDS,
+    "secrets": {"type": ("type", "")},
+    "nodes": {"spec.unschedulable": ("spec.unschedulable", "false")},
+    "namespaces": {"status.phase": ("status.phase", "")},
+    "replicasets": {"status.replicas": ("status.replicas", "0")},
+    "replicationcontrollers": {"status.replicas": ("status.replicas", "0")},
+    "jobs": {"status.successful": ("status.successful", "0")},
+    "services": {"spec.clusterIP": ("spec.clusterIP", ""), "spec.type": ("spec.type", "")},
+    "certificatesigningrequests": {"spec.signerName": ("spec.signerName", "")},
+}
+
+
+def field_labels(r: Resource) -> dict[str, tuple[str, str]]:
+    labels = {"metadata.name": ("metadata.name", "")}
+    if r.namespaced:
+        labels["metadata.namespace"] = ("metadata.namespace", "")
+    labels.update(FIELD_LABELS.get(r.plural, {}))
+    return labels
+
+
+def _field_value(obj: Obj, path: str, default: str) -> str:
+    actual = _dig(obj, path)
+    if path == "status.podIPs":  # the primary address, as upstream selects it
+        actual = (actual or [{}])[0].get("ip") if isinstance(actual, list) else None
+    if actual is None:
+        return default
+    return str(actual).lower() if isinstance(actual, bool) else str(actual)
+
+
 def field_matches(obj: Obj, terms: list[tuple[str, str, str]]) -> bool:
-    for f, op, v in terms:
-        actual = _dig(obj, f)
-        actual = "" if actual is None else str(actual).lower() if isinstance(actual, bool) else str(actual)
-        if (actual == v) != (op == "="):
+    for path, op, v, default in terms:
+        if (_field_value(obj, path, default) == v) != (op == "="):
             return False
     return True
 
 
 class Filter:
-    """A compiled label + field selector."""
+    """A compiled label + field selector for one resource; a field the resource cannot be
+    selected by is a 400, as upstream ("field label not supported")."""
 
-    def __init__(self, label_selector: str | None, field_selector: str | None):
+    def __init__(self, label_selector: str | None, field_selector: str | None, r: Resource | None = None):
         try:
             self.labels = parse_label_selector(label_selector) if label_selector else None
         except ValueError as e:
             raise bad_request(f"unable to parse requirement: {e}") from None
-        self.fields = parse_field_selector(field_selector)
+        known = field_labels(r) if r is not None else None
+        self.fields = []
+        for f, op, v in parse_field_selector(field_selector):
+            if known is None:
+                self.fields.append((f, op, v, ""))
+            elif f in known:
+                self.fields.append((known[f][0], op, v, known[f][1]))
+            else:
+                raise bad_request(f"field label not supported: {f}")
 
     def __call__(self, obj: Obj | None) -> bool:
         if obj is None:
@@ -178,7 +228,7 @@ class Registry:
         serves the snapshot of the first page's revision while it is not compacted; we keep no
         snapshots, so pages may reflect changes made in between)."""
         r = self._res(plural)
-        flt = Filter(label_selector, field_selector)
+        flt = Filter(label_selector, field_selector, r)
         items, rev = self.store.list(self.prefix(r, namespace))
         if continue_token:
             try:
@@ -520,9 +570,10 @@ class Registry:
 
     async def apply(self, plural: str, name: str, body: Any, *, namespace: str | None = None, field_manager: str,
                     force: bool = False, subresource: str | None = None, dry_run: bool = False,
-                    field_validation: str = "Ignore") -> Obj:
+                    field_validation: str = "Ignore", created: list[bool] | None = None) -> Obj:
         """PATCH with application/apply-patch+yaml: merge the partial object ``body`` into the
-        live one (or create it), with field ownership and conflicts (see managedfields)."""
+        live one (or create it), with field ownership and conflicts (see managedfields).
+        ``created`` (if given) gets True appended when the apply created the object."""
         r = self._res(plural)
         ns = self._ns(r, namespace)
         if subresource not in (None, "", "status") or (subresource == "status" and r.plural not in STATUS_SUBRESOURCE):
@@ -561,7 +612,10 @@ class Registry:
                 mf.set_last_applied(new, body)
             if live is None:
                 try:
-                    return await self.create(plural, new, namespace=ns, dry_run=dry_run, field_manager=_APPLIED)
+                    obj = await self.create(plural, new, namespace=ns, dry_run=dry_run, field_manager=_APPLIED)
+                    if created is not None:
+                        created.append(True)
+                    return obj
                 except Conflict as e:
                     if e.reason != "AlreadyExists":
                         raise
@@ -850,7 +904,7 @@ class Registry:
         objects are the stored ones, shared by every watcher (read-only: serialize only)."""
         cp = copy.deepcopy if copy_items else (lambda o: o)
         r = self._res(plural)
-        flt = Filter(label_selector, field_selector)
+        flt = Filter(label_selector, field_selector, r)
         prefix = self.prefix(r, namespace)
         after: int | None
         if resource_version in (None, "", "0"):

@@ -79,3 +79,42 @@ async def test_oversized_body_is_413_and_stores_nothing(client):
     assert e.value.code == 413 and e.value.reason == "RequestEntityTooLarge"
     with pytest.raises(NotFound):
         await client.get("configmaps", "big", namespace="default")
+
+
+async def test_field_selectors_are_per_resource(client):
+    await client.create("configmaps", CM, namespace="default")
+    await client.create("secrets", {"metadata": {"name": "s"}, "type": "Opaque", "data": {}}, namespace="default")
+    # every resource: metadata.name (and metadata.namespace when namespaced)
+    got = await client.list("configmaps", namespace="default", field_selector="metadata.name=a,metadata.namespace=default")
+    assert [o["metadata"]["name"] for o in got["items"]] == ["a"]
+    # a type's own labels: secrets by type
+    assert len((await client.list("secrets", namespace="default", field_selector="type=Opaque"))["items"]) == 1
+    assert (await client.list("secrets", namespace="default", field_selector="type!=Opaque"))["items"] == []
+    # an unset boolean selects as "false", as upstream formats it
+    await client.create("nodes", {"metadata": {"name": "n1"}})
+    assert len((await client.list("nodes", field_selector="spec.unschedulable=false"))["items"]) == 1
+    # anything else is a 400 that names the label, for lists and watches alike
+    for plural, sel, ns in (("configmaps", "data.k=v", "default"), ("nodes", "metadata.namespace=x", None),
+                            ("pods", "spec.containers=x", "default")):
+        with pytest.raises(ApiError) as e:
+            await client.list(plural, namespace=ns, field_selector=sel)
+        assert e.value.code == 400 and e.value.reason == "BadRequest"
+        assert e.value.message == f"field label not supported: {sel.split('=')[0]}"
+    with pytest.raises(ApiError) as e:
+        async for _ in client.watch("configmaps", namespace="default", field_selector="data.k=v", timeout_seconds=1):
+            pass
+    assert e.value.code == 400
+
+
+async def test_server_side_apply_answers_201_when_it_creates(client):
+    import aiohttp
+    url = f"{client.server}/api/v1/namespaces/default/configmaps/applied?fieldManager=me"
+    body = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: applied}\ndata: {k: v}\n"
+    headers = {"Authorization": "Bearer t", "Content-Type": "application/apply-patch+yaml"}
+    async with aiohttp.ClientSession() as s:
+        codes = []
+        for _ in range(2):
+            async with s.patch(url, data=body, headers=headers) as r:
+                codes.append(r.status)
+                assert (await r.json())["data"] == {"k": "v"}
+    assert codes == [201, 200]
