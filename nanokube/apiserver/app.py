@@ -24,7 +24,7 @@ from nanokube.api.errors import ApiError, Invalid, bad_request
 from nanokube.api.resources import RESOURCES, Resource
 from . import metrics as metrics_api
 from . import authn, eviction, rbac, reviews
-from . import bookmarks
+from . import bookmarks, discovery
 from . import proxy as proxy_api
 from .authn import Authenticator, TokenSigner, UserInfo
 from .registry import Registry
@@ -73,13 +73,6 @@ class Target:
     namespace: str | None
     name: str | None
     subresource: str | None
-
-
-def groups() -> dict[str, list[Resource]]:
-    out: dict[str, list[Resource]] = {}
-    for r in RESOURCES.values():
-        out.setdefault(r.api_version, []).append(r)
-    return out
 
 
 def parse_path(parts: list[str]) -> Target:
@@ -243,89 +236,19 @@ class ApiServer:
             return web.json_response(VERSION)
         if path == "/metrics":
             return web.Response(text=self.metrics(), content_type="text/plain")
-        if path == "/api":
-            return web.json_response({"kind": "APIVersions", "versions": ["v1"],
-                                      "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": request.host}]})
-        if path == "/apis":
-            return web.json_response(self.group_list())
+        if path in ("/api", "/apis") or parts[:1] in (["api"], ["apis"]) and len(parts) <= 3:
+            served = discovery.serve(request, parts)
+            if served is not None:
+                return served
         if parts and parts[0] == "openapi":
             return self.openapi(request, parts)
-        if parts[:1] == ["api"] and len(parts) == 2:
-            return web.json_response(self.resource_list("v1"))
-        if parts[:1] == ["apis"] and len(parts) == 2:
-            for g in self.group_list()["groups"]:
-                if g["name"] == parts[1]:
-                    return web.json_response({"kind": "APIGroup", "apiVersion": "v1", **g})
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if parts[:3] == ["apis", metrics_api.GROUP, metrics_api.VERSION] and len(parts) > 3:
             return await self.metrics_api.serve(request, parts[3:])
-        if parts[:1] == ["apis"] and len(parts) == 3:
-            return web.json_response(self.resource_list(f"{parts[1]}/{parts[2]}"))
         if parts[:1] == ["api"] and len(parts) > 2:
             return await self.rest(request, parse_path(parts[1:]))
         if parts[:1] == ["apis"] and len(parts) > 3:
             return await self.rest(request, parse_path([f"{parts[1]}/{parts[2]}"] + parts[3:]))
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
-
-    # -- discovery -------------------------------------------------------------------------
-    def group_list(self) -> dict[str, Any]:
-        gs = []
-        for gv in groups():
-            if "/" not in gv:
-                continue
-            g, v = gv.split("/")
-            ver = {"groupVersion": gv, "version": v}
-            gs.append({"name": g, "versions": [ver], "preferredVersion": ver})
-        gs.append(metrics_api.group_entry())  # served from the kubelets, not stored: not in RESOURCES
-        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": gs}
-
-    def resource_list(self, gv: str) -> dict[str, Any]:
-        if gv == metrics_api.GROUP_VERSION:
-            return metrics_api.resource_list()
-        rs = groups().get(gv)
-        if rs is None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        out = []
-        for r in rs:
-            entry: dict[str, Any] = {"name": r.plural, "singularName": r.singular or r.kind.lower(),
-                                     "namespaced": r.namespaced, "kind": r.kind, "verbs": list(r.verbs)}
-            if r.short_names:
-                entry["shortNames"] = list(r.short_names)
-            if r.categories:
-                entry["categories"] = list(r.categories)
-            out.append(entry)
-            for sub in r.subresources:
-                kind, verbs = r.kind, ["get", "patch", "update"]
-                if sub == "scale":
-                    out.append({"name": f"{r.plural}/scale", "singularName": "", "namespaced": r.namespaced,
-                                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": verbs})
-                    continue
-                if sub == "binding":
-                    kind, verbs = "Binding", ["create"]
-                elif sub == "eviction":  # with its group: kubectl drain looks for exactly this
-                    out.append({"name": f"{r.plural}/eviction", "singularName": "", "namespaced": r.namespaced,
-                                "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]})
-                    continue
-                elif sub == "log":
-                    kind, verbs = "Pod", ["get"]
-                elif sub == "exec":
-                    kind, verbs = "PodExecOptions", ["create", "get"]
-                elif sub == "attach":
-                    kind, verbs = "PodAttachOptions", ["create", "get"]
-                elif sub == "portforward":
-                    kind, verbs = "PodPortForwardOptions", ["create", "get"]
-                elif sub == "token":
-                    kind, verbs = "TokenRequest", ["create"]
-                    out.append({"name": f"{r.plural}/token", "singularName": "", "namespaced": r.namespaced,
-                                "group": "authentication.k8s.io", "version": "v1", "kind": kind, "verbs": verbs})
-                    continue
-                elif sub == "finalize":
-                    verbs = ["update"]
-                elif sub == "proxy":  # upstream's PodProxyOptions, ServiceProxyOptions, NodeProxyOptions
-                    kind, verbs = f"{r.kind}ProxyOptions", ["create", "delete", "get", "patch", "update"]
-                out.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
-                            "kind": kind, "verbs": verbs})
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}
 
     def openapi(self, request: web.Request, parts: list[str]) -> web.Response:
         if parts[:2] != ["openapi", "v3"]:
@@ -340,7 +263,7 @@ class ApiServer:
 
     def _openapi_doc(self, gv: str) -> tuple[str, bytes]:
         if gv not in self._openapi_cache:
-            if gv not in groups():
+            if gv not in discovery.groups():
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             doc = openapi.v3_group(self.registry.schemas, gv)
             body = json.dumps(doc, separators=(",", ":")).encode()

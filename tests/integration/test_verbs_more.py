@@ -7,6 +7,7 @@ replace --force, wait --for=jsonpath / --for=delete, get -w on pods, events, get
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import textwrap
@@ -224,3 +225,16 @@ def test_events_and_get_all(cluster):
     names = cluster.kubectl("get", "all", "-o", "name").stdout.split()
     assert "deployment.apps/evd" in names and not any(n.startswith("configmap/") for n in names)
     cluster.kubectl("delete", "deployment", "evd")
+
+
+def test_cold_kubectl_discovers_with_two_requests(cluster, tmp_path):
+    """Aggregated discovery (apidiscovery.k8s.io/v2): with an empty cache, kubectl learns every
+    group, version and resource from GET /api and GET /apis alone, and api-resources is complete."""
+    r = cluster.kubectl("api-resources", "--cache-dir", str(tmp_path / "cache"), "-v=6")
+    urls = re.findall(r'verb="GET" url="https://[^/]+/([^"?]*)', r.stderr)  # kubectl's -v=6 request log
+    paths = sorted(set(urls))
+    assert paths == ["api", "apis"], r.stderr[-3000:]
+    names = {l.split()[0] for l in r.stdout.splitlines()[1:]}
+    assert {"pods", "deployments", "horizontalpodautoscalers", "nodes", "events", "leases"} <= names, names
+    # and a pods subresource known only through the aggregated document works: kubectl drain's eviction check
+    assert cluster.kubectl("api-resources", "--cache-dir", str(tmp_path / "cache"), "--api-group=policy").returncode == 0

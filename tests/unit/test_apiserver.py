@@ -118,3 +118,46 @@ async def test_server_side_apply_answers_201_when_it_creates(client):
                 codes.append(r.status)
                 assert (await r.json())["data"] == {"k": "v"}
     assert codes == [201, 200]
+
+
+async def test_aggregated_discovery_matches_the_legacy_documents(client):
+    import aiohttp
+    from nanokube.apiserver import discovery
+    accept = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+              "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json")
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer t"}) as s:
+        async def get(path, acc):
+            async with s.get(client.server + path, headers={"Accept": acc}) as r:
+                assert r.status == 200
+                return r.headers["Content-Type"], await r.json(content_type=None)
+        ctype, core = await get("/api", accept)
+        assert ctype == "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        ctype, apis = await get("/apis", accept)
+        assert apis["kind"] == "APIGroupDiscoveryList" and apis["apiVersion"] == "apidiscovery.k8s.io/v2"
+        # only v2beta1 asked for: that version; plain JSON: the legacy documents
+        assert (await get("/apis", accept.split(",", 1)[1]))[1]["apiVersion"] == "apidiscovery.k8s.io/v2beta1"
+        assert (await get("/apis", "application/json"))[1]["kind"] == "APIGroupList"
+        assert (await get("/api", "application/json, */*"))[1]["kind"] == "APIVersions"
+    # every legacy resource list entry is in the aggregated documents, with the same facts
+    items = core["items"] + apis["items"]
+    assert [i["metadata"].get("name", "") for i in items][:1] == [""]
+    for item in items:
+        for v in item["versions"]:
+            gv = f"{item['metadata']['name']}/{v['version']}" if item["metadata"].get("name") else v["version"]
+            legacy = {e["name"]: e for e in discovery.resource_list(gv)["resources"]}
+            seen = set()
+            for r in v["resources"]:
+                e = legacy[r["resource"]]
+                seen.add(r["resource"])
+                assert r["scope"] == ("Namespaced" if e["namespaced"] else "Cluster") and r["verbs"] == e["verbs"]
+                assert r["responseKind"]["kind"] == e["kind"] and r.get("shortNames") == e.get("shortNames")
+                for sub in r.get("subresources", []):
+                    name = f"{r['resource']}/{sub['subresource']}"
+                    seen.add(name)
+                    assert sub["responseKind"]["kind"] == legacy[name]["kind"]
+            assert seen == set(legacy), gv
+    pods = next(r for r in core["items"][0]["versions"][0]["resources"] if r["resource"] == "pods")
+    subs = {s["subresource"]: s["responseKind"] for s in pods["subresources"]}
+    assert subs["eviction"] == {"group": "policy", "version": "v1", "kind": "Eviction"}
+    assert subs["status"] == {"group": "", "version": "v1", "kind": "Pod"}
+    assert pods["singularResource"] == "pod" and "all" in pods["categories"]

@@ -342,6 +342,6 @@ async def test_http_apply_options_and_default_manager(tmp_path):
                                                          'using v1: .data.k')
             async with s.patch(base + "/b?fieldManager=tool", data="apiVersion: v1\nkind: ConfigMap\ndata:\n  k: w\n",
                                headers={"Content-Type": "application/apply-patch+yaml"}) as r:
-                assert r.status == 200 and (await r.json())["metadata"]["name"] == "b"  # apply creates
+                assert r.status == 201 and (await r.json())["metadata"]["name"] == "b"  # apply creates: 201, as upstream
     finally:
         await server.close()
