@@ -86,6 +86,8 @@ _add(Resource("poddisruptionbudgets", "PodDisruptionBudget", "policy", "v1", Tru
 _add(Resource("networkpolicies", "NetworkPolicy", "networking.k8s.io", "v1", True, ("netpol",)))
 _add(Resource("ingresses", "Ingress", "networking.k8s.io", "v1", True, ("ing",), ("status",)))
 _add(Resource("ingressclasses", "IngressClass", "networking.k8s.io", "v1", False))
+_add(Resource("certificatesigningrequests", "CertificateSigningRequest", "certificates.k8s.io", "v1", False, ("csr",),
+              ("status", "approval")))
 _add(Resource("priorityclasses", "PriorityClass", "scheduling.k8s.io", "v1", False, ("pc",)))
 _add(Resource("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", "v1", False))
 _add(Resource("clusterrolebindings", "ClusterRoleBinding", "rbac.authorization.k8s.io", "v1", False))

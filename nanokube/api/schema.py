@@ -40,6 +40,7 @@ KINDS = [("core", "v1", k) for k in ("Namespace", "Node", "Pod", "Service", "End
         [("networking", "v1", "NetworkPolicy")] + \
         [("networking", "v1", "Ingress"), ("networking", "v1", "IngressClass")] + \
         [("scheduling", "v1", "PriorityClass")] + \
+        [("certificates", "v1", "CertificateSigningRequest")] + \
         [("rbac", "v1", k) for k in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")] + \
         [("authorization", "v1", k) for k in ("SelfSubjectAccessReview", "SelfSubjectRulesReview",
                                               "SubjectAccessReview", "LocalSubjectAccessReview")] + \
@@ -48,7 +49,7 @@ KINDS = [("core", "v1", k) for k in ("Namespace", "Node", "Pod", "Service", "End
 FULL_GROUP = {"core": "", "coordination": "coordination.k8s.io", "storage": "storage.k8s.io", "rbac": "rbac.authorization.k8s.io",
               "authorization": "authorization.k8s.io", "authentication": "authentication.k8s.io",
               "networking": "networking.k8s.io", "discovery": "discovery.k8s.io",
-              "scheduling": "scheduling.k8s.io"}
+              "scheduling": "scheduling.k8s.io", "certificates": "certificates.k8s.io"}
 # Model classes of the `kubernetes` client whose names are not "V1" + kind.
 CLASS_NAMES = {"Event": "CoreV1Event", "TokenRequest": "AuthenticationV1TokenRequest",
                "HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler"}

@@ -320,6 +320,18 @@ def _priorityclass(o: Obj, now: dt.datetime) -> list[Any]:
             o.get("preemptionPolicy") or "PreemptLowerPriority"]
 
 
+def _csr(o: Obj, now: dt.datetime) -> list[Any]:
+    # printers.go printCertificateSigningRequest: NAME AGE SIGNERNAME REQUESTOR REQUESTEDDURATION CONDITION
+    spec, status = o.get("spec") or {}, o.get("status") or {}
+    conds = [c.get("type") for c in status.get("conditions") or [] if c.get("status", "True") == "True"]
+    cond = ",".join([t for t in conds if t in ("Approved", "Denied")] + [t for t in conds if t == "Failed"])
+    if status.get("certificate"):
+        cond = (cond + ",Issued") if cond else "Issued"
+    secs = spec.get("expirationSeconds")
+    return [o["metadata"]["name"], age(o, now), spec.get("signerName", ""), spec.get("username", ""),
+            human_duration(secs) if secs else "<none>", cond or "Pending"]
+
+
 def _storageclass(c: Obj, now: dt.datetime) -> list[Any]:
     name = c["metadata"]["name"]
     if (c["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class") == "true":
@@ -419,6 +431,8 @@ SIMPLE: dict[str, tuple[list[Obj], Callable[[Obj, dt.datetime], list[Any]]]] = {
     "ingresses": ([_col("Name", fmt="name"), _col("Class"), _col("Hosts"), _col("Address"), _col("Ports"),
                    _col("Age")], _ingress),
     "ingressclasses": ([_col("Name", fmt="name"), _col("Controller"), _col("Parameters"), _col("Age")], _ingressclass),
+    "certificatesigningrequests": ([_col("Name", fmt="name"), _col("Age"), _col("SignerName"), _col("Requestor"),
+                                    _col("RequestedDuration"), _col("Condition")], _csr),
     "priorityclasses": ([_col("Name", fmt="name"), _col("Value", "integer"), _col("Global-Default", "boolean"),
                          _col("Age"), _col("PreemptionPolicy")], _priorityclass),
     "roles": ROLE_COLS, "clusterroles": ROLE_COLS, "rolebindings": BINDING_COLS, "clusterrolebindings": BINDING_COLS,

@@ -651,6 +651,66 @@ def priorityclass_update(old: Obj, new: Obj) -> Causes:
     return causes
 
 
+KEY_USAGES = ["signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+              "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any", "server auth",
+              "client auth", "code signing", "email protection", "s/mime", "ipsec end system", "ipsec tunnel",
+              "ipsec user", "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc"]
+CSR_DECISIONS = ("Approved", "Denied")
+
+
+def _csr(causes: Causes, o: Obj) -> None:
+    """ValidateCertificateSigningRequestCreate: a PEM CERTIFICATE REQUEST, a qualified signer
+    name, known key usages, and at least ten minutes of requested duration."""
+    import base64
+    import binascii
+    spec = o.get("spec") or {}
+    try:
+        pem = base64.b64decode(spec.get("request") or "", validate=True).decode()
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        pem = ""
+    if not spec.get("request"):
+        required(causes, "spec.request")
+    elif "-----BEGIN CERTIFICATE REQUEST-----" not in pem:
+        invalid(causes, "spec.request", "[]byte{...}", "PEM block type must be CERTIFICATE REQUEST")
+    signer = spec.get("signerName")
+    if not signer:
+        required(causes, "spec.signerName")
+    elif not isinstance(signer, str) or "/" not in signer or not signer.split("/", 1)[0] or not signer.split("/", 1)[1]:
+        invalid(causes, "spec.signerName", signer, "must be a fully qualified domain and path of the form 'example.com/signer-name'")
+    usages = spec.get("usages") or []
+    if not usages:
+        required(causes, "spec.usages")
+    for i, u in enumerate(usages):
+        if u not in KEY_USAGES:
+            not_supported(causes, f"spec.usages[{i}]", u, KEY_USAGES)
+    secs = spec.get("expirationSeconds")
+    if secs is not None and (not isinstance(secs, int) or secs < 600):
+        invalid(causes, "spec.expirationSeconds", secs, "may not specify a duration less than 600 seconds (10 minutes)")
+
+
+def csr_status_update(old: Obj, new: Obj) -> Causes:
+    """ValidateCertificateSigningRequestStatusUpdate / ApprovalUpdate: Approved and Denied are
+    exclusive and never removed; an issued certificate never changes."""
+    causes: Causes = []
+    types = [c.get("type") for c in (new.get("status") or {}).get("conditions") or []]
+    for i, c in enumerate((new.get("status") or {}).get("conditions") or []):
+        if not c.get("type"):
+            required(causes, f"status.conditions[{i}].type")
+        if c.get("status", "True") not in ("True", "False", "Unknown"):
+            not_supported(causes, f"status.conditions[{i}].status", c.get("status"), ["False", "True", "Unknown"])
+    if "Approved" in types and "Denied" in types:
+        invalid(causes, "status.conditions", "", "Approved and Denied conditions are mutually exclusive")
+    for t in CSR_DECISIONS + ("Failed",):
+        if types.count(t) > 1:
+            duplicate(causes, "status.conditions", t)
+        if t in [c.get("type") for c in (old.get("status") or {}).get("conditions") or []] and t not in types:
+            _forbidden(causes, "status.conditions", f'updates may not remove a condition of type "{t}"')
+    was = (old.get("status") or {}).get("certificate")
+    if was and (new.get("status") or {}).get("certificate") != was:
+        _forbidden(causes, "status.certificate", "updates may not modify existing certificate content")
+    return causes
+
+
 _BY_RESOURCE: dict[str, Callable[[Causes, Obj], None]] = {
     "resourcequotas": _resourcequota,
     "limitranges": _limitrange,
@@ -674,6 +734,7 @@ _BY_RESOURCE: dict[str, Callable[[Causes, Obj], None]] = {
     "ingresses": _ingress,
     "ingressclasses": _ingressclass,
     "priorityclasses": _priorityclass,
+    "certificatesigningrequests": _csr,
 }
 
 

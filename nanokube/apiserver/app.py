@@ -173,10 +173,35 @@ class ApiServer:
         except (ApiError, KeyError):
             return None
 
+    def may_request_csr(self, user: str, groups: list[str], subresource: str) -> bool:
+        """The CSR approver's SubjectAccessReview: may this requestor create
+        certificatesigningrequests/<subresource> (nodeclient, selfnodeclient)?"""
+        self.rbac.start()
+        who = authn.with_authenticated(user, groups)
+        a = rbac.Attributes("create", True, "", "certificates.k8s.io", "v1", "certificatesigningrequests", subresource)
+        return self.rbac.authorize(who, a)[0]
+
+    @staticmethod
+    def _csr_requestor(body: dict[str, Any], user: UserInfo) -> dict[str, Any]:
+        """A new CertificateSigningRequest records who asked (spec.username/uid/groups/extra),
+        whatever the body said, as upstream's strategy does."""
+        spec = body.get("spec")
+        if not isinstance(spec, dict):
+            return body
+        body = {**body, "spec": {k: v for k, v in spec.items() if k not in ("username", "uid", "groups", "extra")}}
+        body["spec"].update(username=user.name, groups=list(user.groups))
+        if user.uid:
+            body["spec"]["uid"] = user.uid
+        if user.extra:
+            body["spec"]["extra"] = user.extra
+        return body
+
     def _user(self, request: web.Request) -> UserInfo:
         """Authenticate (401 if not), then apply Impersonate-* headers the user may use."""
         auth = request.headers.get("Authorization", "")
-        user = self.authn.authenticate(auth[7:].strip() if auth[:7].lower() == "bearer " else None)
+        user = authn.x509_user(request.transport.get_extra_info("peercert") if request.transport else None)
+        if user is None:
+            user = self.authn.authenticate(auth[7:].strip() if auth[:7].lower() == "bearer " else None)
         if user is None:
             raise ApiError(401, "Unauthorized", "Unauthorized")
         name, groups, uid, extra = reviews.impersonate(request.headers)
@@ -324,6 +349,8 @@ class ApiServer:
                 return web.json_response(lst)
             if m == "POST":
                 body = await self._body(request)
+                if plural == "certificatesigningrequests" and isinstance(body, dict):
+                    body = self._csr_requestor(body, request[USER])
                 obj = await reg.create(plural, body or {}, namespace=ns, dry_run=dry_run, field_validation=fv,
                                        field_manager=fm)
                 return web.json_response(obj, status=201)

@@ -1,8 +1,10 @@
 """Who is asking: bearer tokens to users, ServiceAccount tokens, and impersonation.
 
-Three kinds of bearer token authenticate, as with kube-apiserver's token authenticators:
+Client certificates signed by the cluster CA authenticate first (CN is the user, each O a
+group; see ``x509_user``). Then bearer tokens, as with kube-apiserver's token authenticators:
 static tokens (the admin token in the kubeconfig, the agents' node token, and an optional
-``--token-auth-file`` CSV ``token,user,uid,"group1,group2"``), and ServiceAccount tokens —
+``--token-auth-file`` CSV ``token,user,uid,"group1,group2"``), bootstrap tokens (``<id>.<secret>``, Secrets of type bootstrap.kubernetes.io/token in
+kube-system, with which agents ask for their client certificate), and ServiceAccount tokens —
 JWTs this server issues through the TokenRequest API (``kubectl create token``, and the
 kubelet for the token it mounts in pods). Key design choice: the JWTs are signed with HMAC-
 SHA256 and a secret of this server (``pki/sa.secret``), not RS256: only this apiserver ever
@@ -17,12 +19,15 @@ import csv
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
+BOOTSTRAP_TOKEN = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
+BOOTSTRAP_TYPE = "bootstrap.kubernetes.io/token"
 AUDIENCES = [ISSUER]
 SA_PREFIX = "system:serviceaccount:"
 
@@ -134,6 +139,8 @@ class Authenticator:
         if not token:
             return None
         user = self.static.get(token)
+        if user is None and BOOTSTRAP_TOKEN.fullmatch(token):
+            return self._bootstrap(token)
         if user is not None or self.signer is None or token.count(".") != 2:
             return user
         claims = self.signer.claims(token)
@@ -157,3 +164,79 @@ class Authenticator:
         if claims.get("jti"):
             extra["authentication.kubernetes.io/credential-id"] = [f"JTI={claims['jti']}"]
         return service_account_user(ns, sa["name"], sa["uid"], extra)
+
+    def _bootstrap(self, token: str) -> UserInfo | None:
+        """A bootstrap token ``<id>.<secret>``: the Secret ``kube-system/bootstrap-token-<id>``
+        (type bootstrap.kubernetes.io/token) with that secret, usable for authentication and
+        not expired → ``system:bootstrap:<id>`` in ``system:bootstrappers`` (+ its extra groups)."""
+        tid, tsecret = token.split(".")
+        obj = self.lookup("secrets", f"bootstrap-token-{tid}", "kube-system")
+        if obj is None or obj.get("type") != BOOTSTRAP_TYPE or obj["metadata"].get("deletionTimestamp"):
+            return None
+        data = {k: base64.b64decode(v).decode(errors="replace") for k, v in (obj.get("data") or {}).items() if isinstance(v, str)}
+        if data.get("token-id") != tid or not hmac.compare_digest(data.get("token-secret", ""), tsecret):
+            return None
+        if data.get("usage-bootstrap-authentication") != "true":
+            return None
+        exp = data.get("expiration")
+        if exp:
+            try:
+                if time.time() >= _parse_time(exp):
+                    return None
+            except ValueError:
+                return None
+        groups = ["system:bootstrappers"] + [g.strip() for g in data.get("auth-extra-groups", "").split(",")
+                                             if g.strip().startswith("system:bootstrappers:")]
+        return with_authenticated(f"system:bootstrap:{tid}", groups)
+
+
+def _parse_time(s: str) -> float:
+    import datetime as dt
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def x509_user(peercert: dict[str, Any] | None) -> UserInfo | None:
+    """A verified client certificate (ssl's getpeercert()): CN is the user, each O a group."""
+    if not peercert:
+        return None
+    cn, orgs = "", []
+    for rdn in peercert.get("subject") or ():
+        for k, v in rdn:
+            if k == "commonName":
+                cn = v
+            elif k == "organizationName":
+                orgs.append(v)
+    return with_authenticated(cn, orgs) if cn else None
+
+
+async def ensure_bootstrap_token(registry: Any, path: Path) -> str:
+    """The cluster's join token: a bootstrap token (no expiry) whose Secret exists in
+    kube-system and whose ``ID.SECRET`` is in ``path`` (written only once the Secret is stored,
+    so an agent that reads the file can use it). Agents started by ``nanokube up`` join with it."""
+    import secrets as pysecrets
+    from nanokube.api.errors import ApiError
+    if path.exists():
+        token = path.read_text().strip()
+    else:
+        alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+        token = "".join(pysecrets.choice(alphabet) for _ in range(6)) + "." + \
+            "".join(pysecrets.choice(alphabet) for _ in range(16))
+    tid, tsecret = token.split(".")
+    data = {"token-id": tid, "token-secret": tsecret, "usage-bootstrap-authentication": "true",
+            "usage-bootstrap-signing": "true", "description": "nanokube join token (agents of this cluster)"}
+    for plural, obj, ns in (
+            ("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}}, None),
+            ("secrets", {"apiVersion": "v1", "kind": "Secret", "type": BOOTSTRAP_TYPE,
+                         "metadata": {"name": f"bootstrap-token-{tid}", "namespace": "kube-system"},
+                         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}, "kube-system")):
+        try:
+            await registry.create(plural, obj, namespace=ns)
+        except ApiError as e:
+            if e.code != 409:
+                raise
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(token + "\n")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return token

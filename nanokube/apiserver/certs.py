@@ -65,3 +65,58 @@ def write_kubeconfig(path: Path, *, server: str, ca: Path, token: str, cluster: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     path.chmod(0o600)
+
+
+# -- client certificates: CSRs, their subjects, and signing them with the cluster CA ----------
+def new_key_and_csr(cn: str, orgs: list[str] | tuple[str, ...] = ()) -> tuple[str, str]:
+    """A fresh P-256 key and a certificate signing request for ``/O=.../CN=cn`` (PEM, PEM)."""
+    subj = "".join(f"/O={_dn_escape(o)}" for o in orgs) + f"/CN={_dn_escape(cn)}"
+    with tempfile.TemporaryDirectory() as td:
+        key, csr = Path(td) / "k.pem", Path(td) / "r.pem"
+        _run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(key), "-out", str(csr), "-subj", subj)
+        return key.read_text(), csr.read_text()
+
+
+def _dn_escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("/", "\\/").replace("+", "\\+")
+
+
+def csr_subject(csr_pem: str) -> tuple[str, list[str]] | None:
+    """(common name, organizations) of a PEM CSR whose self-signature verifies; None if it is
+    not a valid CSR."""
+    r = subprocess.run(["openssl", "req", "-verify", "-noout", "-subject", "-nameopt", "multiline,utf8,-esc_msb"],
+                       input=csr_pem, capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    cn, orgs = "", []
+    for line in r.stdout.splitlines()[1:]:  # "subject=" then "    commonName   = value" lines
+        k, _, v = line.strip().partition("=")
+        if k.strip() == "commonName":
+            cn = v.strip()
+        elif k.strip() == "organizationName":
+            orgs.append(v.strip())
+    return cn, orgs
+
+
+def sign_client_csr(csr_pem: str, *, ca_crt: Path, ca_key: Path, seconds: int) -> str:
+    """A client certificate (clientAuth) for the CSR, valid from now for ``seconds``, signed by
+    the CA; the subject is kept as requested. ``openssl ca`` takes exact start and end times."""
+    import datetime as dt
+    now = dt.datetime.now(dt.timezone.utc)
+    fmt = "%Y%m%d%H%M%SZ"
+    with tempfile.TemporaryDirectory() as td:
+        d = Path(td)
+        (d / "index.txt").write_text("")
+        (d / "csr.pem").write_text(csr_pem)
+        (d / "ca.cnf").write_text(
+            f"[ca]\ndefault_ca = c\n[c]\ndatabase = {d}/index.txt\nnew_certs_dir = {d}\nserial = {d}/serial\n"
+            "default_md = sha256\npolicy = any\nunique_subject = no\ncopy_extensions = none\n[any]\n"
+            "[ext]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage = clientAuth\n")
+        (d / "serial").write_text(secrets.token_hex(16) + "\n")
+        _run("openssl", "ca", "-batch", "-notext", "-preserveDN", "-config", str(d / "ca.cnf"), "-extensions", "ext",
+             "-cert", str(ca_crt), "-keyfile", str(ca_key), "-in", str(d / "csr.pem"), "-out", str(d / "crt.pem"),
+             "-startdate", (now - dt.timedelta(minutes=5)).strftime(fmt),
+             "-enddate", (now + dt.timedelta(seconds=seconds)).strftime(fmt))
+        return (d / "crt.pem").read_text()

@@ -19,6 +19,10 @@ RW = ["create", "delete", "deletecollection", "patch", "update"]
 AGG = "rbac.authorization.k8s.io/aggregate-to-"
 
 
+CSR_NODECLIENT = "system:certificates.k8s.io:certificatesigningrequests:nodeclient"
+CSR_SELFNODECLIENT = "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"
+
+
 def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> Obj:
     return {"apiGroups": groups, "resources": resources, "verbs": verbs}
 
@@ -87,7 +91,7 @@ def cluster_roles() -> list[Obj]:
         _role("system:basic-user", [
             _rule(["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], ["create"]),
             _rule(["authentication.k8s.io"], ["selfsubjectreviews"], ["create"])]),
-        # nanokube's agents (kubelet + kube-proxy) share the node token, group system:nodes.
+        # nanokube's agents (kubelet + kube-proxy): system:node:<name> in group system:nodes.
         _role("system:node", [
             _rule([""], ["nodes", "nodes/status"], RO + ["create", "update", "patch", "delete"]),
             _rule([""], ["pods"], RO + ["create", "delete"]),
@@ -99,8 +103,16 @@ def cluster_roles() -> list[Obj]:
             _rule(["coordination.k8s.io"], ["leases"], RO + ["create", "update", "patch", "delete"]),
             _rule(["discovery.k8s.io"], ["endpointslices"], RO),
             _rule(["networking.k8s.io"], ["networkpolicies", "ingresses", "ingressclasses"], RO),
-            _rule(["networking.k8s.io"], ["ingresses/status"], ["update", "patch"])]),
+            _rule(["networking.k8s.io"], ["ingresses/status"], ["update", "patch"]),
+            _rule(["certificates.k8s.io"], ["certificatesigningrequests"], ["create", "get", "list", "watch"])]),
         _role("system:monitoring", [_nonres(["/metrics", "/healthz", "/livez", "/readyz"], ["get"])]),
+        # Joining agents (bootstrap tokens) ask for their client certificate with a CSR; the
+        # approver grants node client certificates to whoever may create these subresources.
+        _role("system:node-bootstrapper", [
+            _rule(["certificates.k8s.io"], ["certificatesigningrequests"], ["create", "get", "list", "watch"])]),
+        _role(CSR_NODECLIENT, [_rule(["certificates.k8s.io"], ["certificatesigningrequests/nodeclient"], ["create"])]),
+        _role(CSR_SELFNODECLIENT, [
+            _rule(["certificates.k8s.io"], ["certificatesigningrequests/selfnodeclient"], ["create"])]),
     ]
 
 
@@ -110,7 +122,10 @@ def cluster_role_bindings() -> list[Obj]:
             _binding("system:basic-user", "system:basic-user", ["system:authenticated"]),
             _binding("system:public-info-viewer", "system:public-info-viewer", ["system:authenticated", "system:unauthenticated"]),
             _binding("system:node", "system:node", ["system:nodes"]),
-            _binding("system:monitoring", "system:monitoring", ["system:monitoring"])]
+            _binding("system:monitoring", "system:monitoring", ["system:monitoring"]),
+            _binding("system:node-bootstrapper", "system:node-bootstrapper", ["system:bootstrappers"]),
+            _binding("system:node-autoapprove-bootstrap", CSR_NODECLIENT, ["system:bootstrappers"]),
+            _binding("system:node-autoapprove-certificate-rotation", CSR_SELFNODECLIENT, ["system:nodes"])]
 
 
 async def ensure(registry: Any) -> None:

@@ -49,6 +49,17 @@ DEFAULT_MANAGER = "nanokube"
 _APPLIED = "\0applied"  # internal: managedFields were computed by an apply, keep them
 for _set in (STATUS_SUBRESOURCE, RESET_STATUS_ON_CREATE, HAS_GENERATION):
     _set.update(("poddisruptionbudgets", "replicationcontrollers"))
+CSR = "certificatesigningrequests"
+STATUS_SUBRESOURCE.add(CSR)
+RESET_STATUS_ON_CREATE.add(CSR)
+
+
+def _keep_conditions(new: Obj, old: Obj, keep: Callable[[str], bool]) -> None:
+    """``new``'s status conditions, with those of the types ``keep`` selects taken from ``old``."""
+    conds = [c for c in (new.get("status") or {}).get("conditions") or [] if not keep(c.get("type"))]
+    conds += [c for c in (old.get("status") or {}).get("conditions") or [] if keep(c.get("type"))]
+    if conds or (new.get("status") or {}).get("conditions") is not None:
+        new.setdefault("status", {})["conditions"] = conds
 
 
 def now_rfc3339(clock: Callable[[], dt.datetime] | None = None) -> str:
@@ -325,6 +336,8 @@ class Registry:
         if plural == "ingresses":
             self._admit_ingress(obj)
         self._validate(r, obj)
+        if plural == CSR:
+            self._check_csr(r, obj)
         async with self._lock:
             if r.namespaced:
                 nsobj = self.store.get(f"/registry/namespaces/{ns}")
@@ -398,6 +411,12 @@ class Registry:
         if subresource == "status":
             new = copy.deepcopy(old)
             new["status"] = obj.get("status") or {}
+            if r.plural == CSR:  # the decision is the approval subresource's alone
+                _keep_conditions(new, old, lambda t: t in validation.CSR_DECISIONS)
+        elif subresource == "approval" and r.plural == CSR:
+            new = copy.deepcopy(old)
+            new.setdefault("status", {})["conditions"] = (obj.get("status") or {}).get("conditions") or []
+            _keep_conditions(new, old, lambda t: t not in validation.CSR_DECISIONS)
         elif subresource not in (None, ""):
             raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
         else:
@@ -426,6 +445,12 @@ class Registry:
                 self._allocate_service(new, old)
             if r.plural == "priorityclasses":
                 admission.priority_class(self.store, new, update=True)
+            if r.plural == CSR:  # the request never changes after creation
+                new["spec"] = old.get("spec")
+        if r.plural == CSR and subresource:
+            causes = validation.csr_status_update(old, new)
+            if causes:
+                raise Invalid(r.kind, name, causes, group=r.group)
         if manager == _APPLIED:
             if subresource == "status":
                 new["metadata"]["managedFields"] = obj["metadata"].get("managedFields")
@@ -451,6 +476,20 @@ class Registry:
         except RevisionMismatch:
             raise Conflict(r.plural, name, group=r.group) from None
         return copy.deepcopy(new)
+
+    @staticmethod
+    def _check_csr(r: Resource, obj: Obj) -> None:
+        """The request must parse as a CSR whose self-signature verifies (x509.ParseCertificateRequest)."""
+        from .certs import csr_subject
+        try:
+            pem = base64.b64decode(obj["spec"]["request"]).decode()
+        except (ValueError, UnicodeDecodeError):
+            pem = ""
+        if csr_subject(pem) is None:
+            raise Invalid(r.kind, obj["metadata"].get("name") or "", [{
+                "reason": "FieldValueInvalid", "field": "spec.request",
+                "message": "Invalid value: []byte{...}: the certificate request does not parse or its signature "
+                           "does not verify"}], group=r.group)
 
     def _check_immutable(self, r: Resource, old: Obj, new: Obj) -> None:
         causes: list[dict[str, str]] = []

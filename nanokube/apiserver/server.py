@@ -70,11 +70,14 @@ async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, s
     api = ApiServer(registry, token=token, kubelet_token=kubelet_token, extra_tokens={**users, node_token: NODE},
                     signer=signer)
     await policy.ensure(registry)
+    await authn.ensure_bootstrap_token(registry, cfg.data_dir / "bootstrap-token")
     app = api.app()
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     sslctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     sslctx.load_cert_chain(pki["cert"], pki["key"])
+    sslctx.load_verify_locations(pki["ca"])  # client certificates the cluster CA signed authenticate
+    sslctx.verify_mode = ssl.CERT_OPTIONAL
     for host in cfg.bind:
         await web.TCPSite(runner, host, cfg.port, ssl_context=sslctx, reuse_address=True).start()
     log.info("apiserver listening on %s port %d", ",".join(cfg.bind), cfg.port)
@@ -88,7 +91,8 @@ async def run_server(cfg: ServerConfig, *, ready: asyncio.Event | None = None, s
                                cluster_cidr=cfg.cluster_cidr, dns_port=cfg.dns_port, ca_pem=pki["ca"].read_text(),
                                node_grace_period=cfg.node_monitor_grace_period,
                                lb_pool=cfg.lb_pool, hpa_sync_period=cfg.hpa_sync_period,
-                               pod_metrics=lambda ns, sel: _pod_metrics(api, ns, sel))
+                               pod_metrics=lambda ns, sel: _pod_metrics(api, ns, sel),
+                               ca_files=(pki["ca"], pki["ca_key"]), authorize=api.may_request_csr)
         tasks.append(asyncio.create_task(cm.run(), name="controllers"))
         tasks.append(asyncio.create_task(Scheduler(client, strategy=cfg.scoring_strategy).run(), name="scheduler"))
     tasks.append(asyncio.create_task(_compactor(store), name="compactor"))

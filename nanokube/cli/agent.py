@@ -15,6 +15,7 @@ from aiohttp import web
 
 from nanokube.client.http import HttpClient
 from nanokube.host.cgroups import detect
+from nanokube.kubelet.certbootstrap import client_certificate
 from nanokube.kubelet.eviction import parse_reserved
 from nanokube.kubelet.kubelet import DEFAULT_POD_PIDS_LIMIT, Kubelet
 from nanokube.kubelet.server import KubeletServer
@@ -34,8 +35,13 @@ async def run_agent(args: Any) -> None:
             f.write("-999")
     except OSError:
         pass
-    token = args.token_file.read_text().strip()
-    client = HttpClient(args.server, token=token, ca_file=args.ca_file)
+    if args.bootstrap_token_file:  # TLS bootstrapping: this node's own client certificate
+        cert = await client_certificate(args.server, ca_file=args.ca_file, node_name=args.node_name,
+                                        bootstrap_token=args.bootstrap_token_file.read_text().strip(),
+                                        pki_dir=args.data_dir / "pki")
+        client = HttpClient(args.server, ca_file=args.ca_file, client_cert=cert)
+    else:
+        client = HttpClient(args.server, token=args.token_file.read_text().strip(), ca_file=args.ca_file)
     kubelet_token = args.kubelet_token_file.read_text().strip() if args.kubelet_token_file else None
     data = args.data_dir
     runtime = Runtime(state_dir=data / "containers", images=ImageStore(args.images_dir), cgroups=detect(root=getattr(args, "cgroup_root", None)))

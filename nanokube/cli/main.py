@@ -82,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("agent", help="run a node: kubelet, kube-proxy and routes",
                        description="Run one node's agent: kubelet, kube-proxy and the host-gw route agent.")
     a.add_argument("--server", required=True, help="apiserver URL, e.g. https://192.168.56.10:6443")
-    a.add_argument("--token-file", type=Path, required=True, help="file with the node bearer token")
+    cred = a.add_mutually_exclusive_group(required=True)
+    cred.add_argument("--bootstrap-token-file", type=Path,
+                      help="file with a bootstrap token (ID.SECRET, from the server's data dir): the agent "
+                           "requests its own client certificate (system:node:NAME) with it and keeps it in "
+                           "DATA_DIR/pki")
+    cred.add_argument("--token-file", type=Path, help="file with the shared node bearer token (older setups)")
     a.add_argument("--ca-file", type=Path, required=True, help="cluster CA certificate")
     a.add_argument("--kubelet-token-file", type=Path, help="token the apiserver presents to this kubelet (logs)")
     a.add_argument("--node-name", required=True)

@@ -24,7 +24,8 @@ PATCH_CT = {"merge": "application/merge-patch+json", "strategic": "application/s
 
 class HttpClient:
     def __init__(self, server: str, *, token: str | None = None, ca_file: str | Path | None = None,
-                 insecure: bool = False):
+                 insecure: bool = False, client_cert: tuple[str | Path, str | Path] | None = None):
+        """``client_cert``: (certificate, key) files to authenticate with instead of a token."""
         self.server = server.rstrip("/")
         self.token = token
         if server.startswith("https"):
@@ -32,6 +33,8 @@ class HttpClient:
                 self._ssl: Any = False
             else:
                 self._ssl = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+                if client_cert:
+                    self._ssl.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
         else:
             self._ssl = None
         self._session: aiohttp.ClientSession | None = None

@@ -214,7 +214,7 @@ def cmd_up(args: Any) -> int:
                              "--advertise-address", net.host_ip, "--lb-pool", LB_POOL],
            cdir / "logs" / "server.log", cdir / "pids" / "server.pid")
     deadline = time.monotonic() + 60
-    while not (sdir / "node-token").exists() or not (sdir / "kubelet-token").exists() or not (sdir / "pki" / "ca.crt").exists():
+    while not (sdir / "bootstrap-token").exists() or not (sdir / "kubelet-token").exists() or not (sdir / "pki" / "ca.crt").exists():
         if time.monotonic() > deadline:
             _say("server did not start; see " + str(cdir / "logs" / "server.log"))
             teardown(cdir, cluster)
@@ -222,7 +222,7 @@ def cmd_up(args: Any) -> int:
         time.sleep(0.05)
     for nd in net.nodes:
         _spawn(py + ["--netns", nd.netns, "agent", "--server", info["server"],
-                     "--token-file", str(sdir / "node-token"), "--ca-file", str(sdir / "pki" / "ca.crt"),
+                     "--bootstrap-token-file", str(sdir / "bootstrap-token"), "--ca-file", str(sdir / "pki" / "ca.crt"),
                      "--kubelet-token-file", str(sdir / "kubelet-token"),
                      "--node-name", nd.name, "--node-ip", nd.ip, "--data-dir", str(cdir / "nodes" / nd.name),
                      "--images-dir", str(args.images_dir), "--cgroup-prefix", f"nanokube-{cluster}/{nd.name}",

@@ -18,6 +18,7 @@ from .nodeipam import NodeIpamController
 from .nodelifecycle import NodeLifecycleController
 from .replicaset import ReplicaSetController, ReplicationControllerController
 from .serviceaccounts import ServiceAccountsController
+from .certificates import CertificatesController
 from .statefulset import StatefulSetController
 from .volumes import VolumeController, ensure_default_class
 from .servicelb import ServiceLBController, parse_pool
@@ -28,8 +29,10 @@ from .resourcequota import ResourceQuotaController
 class ControllerManager:
     def __init__(self, client: Any, *, apiserver_host: str, apiserver_port: int, cluster_cidr: str = "10.244.0.0/16",
                  dns_port: int = 53, ca_pem: str = "", node_grace_period: float = 40.0, lb_pool: str | None = None,
-                 hpa_sync_period: float = 15.0, pod_metrics: Any = None):
+                 hpa_sync_period: float = 15.0, pod_metrics: Any = None, ca_files: tuple[Any, Any] | None = None,
+                 authorize: Any = None):
         self.hpa_sync_period, self.pod_metrics = hpa_sync_period, pod_metrics
+        self.ca_files, self.authorize = ca_files, authorize  # the CA signs approved client CSRs
         self.client = client
         self.lb_pool = parse_pool(lb_pool) if lb_pool else []
         self.dns_port = dns_port
@@ -63,6 +66,8 @@ class ControllerManager:
             NodeLifecycleController(self.client, grace_period=self.node_grace_period).run(),
             *([ServiceLBController(self.client, pool=self.lb_pool).run()] if self.lb_pool else []),
             ResourceQuotaController(self.client).run(),
+            *([CertificatesController(self.client, ca_crt=self.ca_files[0], ca_key=self.ca_files[1],
+                                      authorize=self.authorize).run()] if self.ca_files else []),
             *([HPAController(self.client, metrics=self.pod_metrics, sync_period=self.hpa_sync_period).run()]
               if self.pod_metrics else []),
         )

@@ -149,3 +149,34 @@ def test_token_file(tmp_path):
     users = authn.load_token_file(f)
     assert users["t1"] == UserInfo("alice", "u-1", ("dev", "ops", "system:authenticated"))
     assert users["t2"].groups == ("system:authenticated",)
+
+
+def test_bootstrap_tokens_and_client_certificates():
+    import base64
+
+    def secret(**data):
+        return {"type": "bootstrap.kubernetes.io/token", "metadata": {"name": "bootstrap-token-abcdef"},
+                "data": {k.replace("_", "-"): base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+    good = dict(token_id="abcdef", token_secret="0123456789abcdef", usage_bootstrap_authentication="true",
+                auth_extra_groups="system:bootstrappers:workers,system:masters")
+    store = {}
+    a = authn.Authenticator({}, None, lambda plural, name, ns: store.get((plural, name, ns)))
+    store[("secrets", "bootstrap-token-abcdef", "kube-system")] = secret(**good)
+    who = a.authenticate("abcdef.0123456789abcdef")
+    assert who.name == "system:bootstrap:abcdef"
+    # extra groups only within system:bootstrappers: a token cannot make its holder a master
+    assert who.groups == ("system:bootstrappers", "system:bootstrappers:workers", "system:authenticated")
+    assert a.authenticate("abcdef.0123456789abcdee") is None  # wrong secret
+    assert a.authenticate("abcdeg.0123456789abcdef") is None  # no such token
+    for bad in ({"usage_bootstrap_authentication": "false"}, {"expiration": "2020-01-01T00:00:00Z"},
+                {"token_id": "zzzzzz"}):
+        store[("secrets", "bootstrap-token-abcdef", "kube-system")] = secret(**{**good, **bad})
+        assert a.authenticate("abcdef.0123456789abcdef") is None, bad
+    store[("secrets", "bootstrap-token-abcdef", "kube-system")] = {**secret(**good), "type": "Opaque"}
+    assert a.authenticate("abcdef.0123456789abcdef") is None
+    # a verified peer certificate: CN the user, each O a group
+    cert = {"subject": ((("organizationName", "system:nodes"),), (("organizationName", "b"),),
+                        (("commonName", "system:node:n1"),))}
+    u = authn.x509_user(cert)
+    assert u.name == "system:node:n1" and u.groups == ("system:nodes", "b", "system:authenticated")
+    assert authn.x509_user(None) is None and authn.x509_user({"subject": ((("organizationName", "x"),),)}) is None

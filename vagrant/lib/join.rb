@@ -20,9 +20,20 @@ module NanokubeJoin
       path = File.join(dir, t)
       File.write(path, SecureRandom.hex(24) + "\n", perm: 0o600) unless File.exist?(path)
     end
+    # The agents' join token: a bootstrap token ID.SECRET ([a-z0-9]{6}.[a-z0-9]{16}); each agent
+    # trades it for a client certificate of its own (system:node:NAME).
+    boot = File.join(dir, "bootstrap-token")
+    unless File.exist?(boot)
+      File.write(boot, "#{token_part(6)}.#{token_part(16)}\n", perm: 0o600)
+    end
     crt, key = File.join(dir, "ca.crt"), File.join(dir, "ca.key")
     make_ca(crt, key) unless File.exist?(crt) && File.exist?(key)
     File.write(kubeconfig, kubeconfig_yaml(server_ip, File.read(crt), File.read(File.join(dir, "token")).strip), perm: 0o600)
+  end
+
+  def self.token_part(n)
+    alphabet = [*"a".."z", *"0".."9"]
+    Array.new(n) { alphabet[SecureRandom.random_number(alphabet.size)] }.join
   end
 
   # An EC P-256 CA like the one `nanokube server` makes itself (CN nanokube-ca, 10 years).

@@ -7,7 +7,7 @@ set -euo pipefail
 name="$1"; ip="$2"; server="$3"
 join=/nanokube/vagrant/.join
 ip -4 -o addr show | grep -q " $ip/" || { echo "node: $ip is not an address of this VM" >&2; ip -4 -o addr >&2; exit 1; }
-install -m 600 "$join/node-token" "$join/kubelet-token" "$join/ca.crt" /etc/nanokube/
+install -m 600 "$join/bootstrap-token" "$join/kubelet-token" "$join/ca.crt" /etc/nanokube/
 cat > /etc/nanokube/agent.env <<E
 NANOKUBE_NODE_NAME=$name
 NANOKUBE_NODE_IP=$ip

@@ -8,7 +8,7 @@ ip="$1"; datastore="${2:-sqlite}"
 join=/nanokube/vagrant/.join
 data=/var/lib/nanokube/server
 install -d -m 700 "$data" "$data/pki"
-install -m 600 "$join/token" "$join/node-token" "$join/kubelet-token" "$data/"
+install -m 600 "$join/token" "$join/node-token" "$join/kubelet-token" "$join/bootstrap-token" "$data/"
 install -m 600 "$join/ca.crt" "$join/ca.key" "$data/pki/"
 
 args=""
