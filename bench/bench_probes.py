@@ -105,8 +105,8 @@ def main() -> None:
         base = phase("plain", False)
         drop("plain")
         probed = phase("probed", True)
-        metrics = subprocess.run([PY, "-m", "nanokube", "exec", "--cluster", cluster, "--state-dir", str(state), "--",
-                                  "busybox", "wget", "-qO-", f"http://{info['node_ips']['node1']}:10250/metrics"],
+        metrics = subprocess.run([PY, "-m", "nanokube", "kubectl", "--cluster", cluster, "--state-dir", str(state), "--",
+                                  "get", "--raw", "/api/v1/nodes/node1/proxy/metrics"],  # the kubelet's, via the API
                                  capture_output=True, text=True).stdout
         drop("probed")
     finally:

@@ -1,7 +1,9 @@
 """The kubelet's HTTP endpoint (port 10250): container logs for ``kubectl logs`` and the
 exec stream for ``kubectl exec`` (see streaming.py), both proxied by the apiserver, the
 Summary API (/stats/summary, see stats.py) the apiserver's metrics.k8s.io reads, plus
-/healthz. Requests must carry the kubelet bearer token.
+/healthz and Prometheus /metrics. Requests other than /healthz and /readyz must carry the
+kubelet bearer token (the apiserver's; users reach /metrics through nodes/proxy, as upstream's
+``kubectl get --raw /api/v1/nodes/NODE/proxy/metrics``).
 
 Logs are read from the CRI-format file the shim writes; ``follow`` keeps streaming until
 the container has exited and its log is drained.
@@ -56,7 +58,7 @@ class KubeletServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        if request.path not in ("/healthz", "/readyz", "/metrics") and self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+        if request.path not in ("/healthz", "/readyz") and self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
             return _status(401, "Unauthorized", "Unauthorized")
         return await handler(request)
 

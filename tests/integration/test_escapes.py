@@ -226,12 +226,14 @@ def test_kubelet_api_refuses_a_pod(cluster):
     host_ip = c.kjson("get", "pod", "probe")["status"]["hostIP"]
     token_file = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     all_refused(c, "probe", [f"timeout 5 wget -qO- {auth} 'http://{host_ip}:10250/{path}'"
-                             for path in ("stats/summary", "containerLogs/default/probe/c",
+                             for path in ("stats/summary", "metrics", "containerLogs/default/probe/c",
                                           "exec/default/probe/c?command=id", "portForward/default/probe?port=80")
                              for auth in ("", f'--header "Authorization: Bearer $(cat {token_file})"')],
                 "401 Unauthorized", "403 Forbidden")
-    # Open, as the design says: health and the agent's own Prometheus metrics (no pod data in them).
+    # Open: health only. The metrics are the admin's through the API's nodes/proxy, as upstream.
     assert sh(c, "probe", f"timeout 5 wget -qO- http://{host_ip}:10250/healthz", check=True).stdout == "ok"
+    node = c.kjson("get", "pod", "probe")["spec"]["nodeName"]
+    assert "kubelet_running_pods " in c.kubectl("get", "--raw", f"/api/v1/nodes/{node}/proxy/metrics").stdout
     # The pod's own ServiceAccount token gets nothing its (empty) RBAC does not grant.
     token = c.kubectl("exec", "probe", "--", "cat", token_file).stdout
     r = c.kubectl(f"--token={token}", "get", "secret", "creds", check=False)
