@@ -1,6 +1,7 @@
 """A node's agent killed with SIGKILL and started again re-adopts its running pods: the same
 container processes (their shims outlive the agent), restartCount unchanged, the status
-carried on, and the logs continue where they were. Its kube-proxy restarts with it while a
+carried on, and the logs continue where they were; a pod deleted meanwhile is cleaned up
+(processes, network namespace, cgroups). Its kube-proxy restarts with it while a
 client keeps requesting a Service: not one request fails."""
 from __future__ import annotations
 
@@ -82,6 +83,12 @@ def test_agent_sigkill_and_restart_readopts_pods(tmp_path_factory):
         c.kubectl("wait", "pod/client", "--for=condition=Ready", "--timeout=60s")
         c.wait_for("the service to answer", lambda: c.kubectl("exec", "client", "--", "timeout", "3", "wget", "-qO-",
                                                                "http://web/", check=False).stdout.strip() == "hello")
+        c.kubectl("run", "doomed", "--image=busybox", "--", "sleep", "3600")
+        c.kubectl("wait", "pod/doomed", "--for=condition=Ready", "--timeout=60s")
+        doomed_uid = c.kjson("get", "pod", "doomed")["metadata"]["uid"]
+        doomed_pids = [p for d, p in container_pids(c.state_dir / c.name / "nodes" / "node1").items()
+                       if d.startswith(doomed_uid)]
+        assert doomed_pids
         c.kubectl("exec", "client", "--", "touch", "/tmp/go")  # the traffic starts now
         time.sleep(2)
         before = {p["metadata"]["name"]: p for p in c.kjson("get", "pods", "-l", "app=steady")["items"]}
@@ -93,6 +100,7 @@ def test_agent_sigkill_and_restart_readopts_pods(tmp_path_factory):
         some = next(iter(before))
         last_before = c.kubectl("logs", some, "--tail=1").stdout.strip()
         os.kill(pid, signal.SIGKILL)  # the agent this test's cluster started
+        c.kubectl("delete", "pod", "doomed", "--wait=false")  # while its node's agent is down
         time.sleep(2)
         with open(c.state_dir / c.name / "logs" / "node1.log", "ab") as log:
             new = subprocess.Popen([a.decode() for a in argv], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
@@ -107,11 +115,19 @@ def test_agent_sigkill_and_restart_readopts_pods(tmp_path_factory):
         time.sleep(3)
         after = c.wait_for("the pods to be Ready again", settled, timeout=60)
         assert set(after) == set(before)  # no pod replaced
+        # the pod deleted while the agent was down: gone, and so are its processes and kernel objects
+        c.wait_for("the deleted pod to go", lambda: c.kubectl("get", "pod", "doomed", check=False).returncode != 0)
+        assert not [p for p in doomed_pids if Path(f"/proc/{p}").exists()]
+        assert f"nkp-{doomed_uid.replace('-', '')[:12]}" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                                                             text=True).stdout
+        assert not [d for base in Path("/sys/fs/cgroup").iterdir() for d in base.rglob(f"pod{doomed_uid}")]
+        assert not [d for d in container_pids(node_dir) if d.startswith(doomed_uid)]
         for name, p in after.items():
             cs, cs0 = p["status"]["containerStatuses"][0], before[name]["status"]["containerStatuses"][0]
             assert cs["restartCount"] == cs0["restartCount"] == 0
             assert cs["state"]["running"]["startedAt"] == cs0["state"]["running"]["startedAt"]
-        assert container_pids(node_dir) == pids_before  # the very same processes
+        assert container_pids(node_dir) == {d: p for d, p in pids_before.items()  # the very same processes
+                                            if not d.startswith(doomed_uid)}
         n_before = int(last_before.split("=")[1])
         logs = c.kubectl("logs", some).stdout.split()
         numbers = [int(x.split("=")[1]) for x in logs if x.startswith("n=")]
