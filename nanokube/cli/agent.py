@@ -51,6 +51,7 @@ async def run_agent(args: Any) -> None:
                       simulated_node=getattr(args, "simulated_node", False),
                       status_interval=getattr(args, "node_status_update_frequency", 10.0),
                       pod_pids_limit=getattr(args, "pod_max_pids", DEFAULT_POD_PIDS_LIMIT),
+                      max_pods=getattr(args, "max_pods", 110),
                       eviction_hard=args.eviction_hard,
                       reserved=[parse_reserved(args.system_reserved), parse_reserved(args.kube_reserved)],
                       eviction_pressure_transition_period=args.eviction_pressure_transition_period)

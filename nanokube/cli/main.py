@@ -40,6 +40,8 @@ def _eviction_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
                    help=prefix + "resources kept for nanokube itself, not offered to pods")
     p.add_argument("--eviction-pressure-transition-period", type=float, default=300.0, metavar="SECONDS",
                    help=prefix + "how long MemoryPressure stays after memory recovers (default %(default)s)")
+    p.add_argument("--max-pods", type=int, default=110, metavar="N",
+                   help=prefix + "the most pods the node takes: its pods capacity (default %(default)s, as upstream)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -174,7 +174,8 @@ def teardown(cdir: Path, cluster: str) -> None:
 def _eviction_argv(args: Any) -> list[str]:
     """`up`'s allocatable/eviction options, as agent arguments."""
     out = ["--eviction-hard", getattr(args, "eviction_hard", "memory.available<100Mi"),
-           "--eviction-pressure-transition-period", str(getattr(args, "eviction_pressure_transition_period", 300.0))]
+           "--eviction-pressure-transition-period", str(getattr(args, "eviction_pressure_transition_period", 300.0)),
+           "--max-pods", str(getattr(args, "max_pods", 110))]
     for flag in ("system_reserved", "kube_reserved"):
         if getattr(args, flag, ""):
             out += ["--" + flag.replace("_", "-"), getattr(args, flag)]
