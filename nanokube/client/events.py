@@ -50,3 +50,32 @@ async def emit(client: Any, obj: dict[str, Any], *, reason: str, message: str, t
         }, namespace=ns)
     except Exception as e:  # noqa: BLE001 - never let an event break the caller
         log.debug("event %s/%s not recorded: %r", reason, md.get("name"), e)
+
+
+class Recorder:
+    """Events off the caller's path, in order: ``record`` queues and returns at once; one task
+    writes them one after another (upstream's event broadcaster is asynchronous too). Used where
+    a pod's start should not wait for its Pulled/Created/Started events."""
+
+    def __init__(self, client: Any, *, component: str, host: str | None = None, limit: int = 1000):
+        self.client, self.component, self.host = client, component, host
+        self._queue: Any = None
+        self._task: Any = None
+        self.limit = limit
+
+    def record(self, obj: dict[str, Any], *, reason: str, message: str, type: str = "Normal") -> None:
+        import asyncio
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        if self._queue.qsize() >= self.limit:  # the API is not keeping up: drop, as upstream's recorder does
+            log.debug("event %s dropped: queue full", reason)
+            return
+        self._queue.put_nowait((obj, reason, message, type))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain(), name="events")
+
+    async def _drain(self) -> None:
+        while not self._queue.empty():
+            obj, reason, message, type = self._queue.get_nowait()
+            await emit(self.client, obj, reason=reason, message=message, type=type, component=self.component,
+                       host=self.host)

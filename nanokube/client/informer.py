@@ -4,6 +4,12 @@
 revision has been compacted (410) it relists and diffs the cache, firing the handlers for
 what changed, so handlers see every change level-triggered even across reconnects. Cached
 objects are shared: treat them as read-only and copy before changing.
+
+``shared(client, resource, ...)`` is client-go's shared informer factory: every component of
+a process that asks for the same (resource, namespace, selectors) on the same client gets one
+informer — one cache, one watch — instead of a copy each (the server's dozen pod caches were
+most of its memory). A shared informer runs while any of its users' ``run()`` does; a handler
+added after it has synced is told of the cached objects as adds, as AddEventHandler does.
 """
 from __future__ import annotations
 
@@ -15,6 +21,18 @@ from nanokube.api.errors import ApiError
 
 log = logging.getLogger("nanokube.informer")
 Obj = dict[str, Any]
+
+
+def shared(client: Any, resource: str, *, namespace: str | None = None, label_selector: str | None = None,
+           field_selector: str | None = None) -> "Informer":
+    """The one informer of ``client`` for these arguments (made on first use)."""
+    registry = client.__dict__.setdefault("_shared_informers", {}) if hasattr(client, "__dict__") else {}
+    key = (resource, namespace, label_selector, field_selector)
+    inf = registry.get(key)
+    if inf is None:
+        inf = registry[key] = Informer(client, resource, namespace=namespace, label_selector=label_selector,
+                                       field_selector=field_selector)
+    return inf
 
 
 def key_of(obj: Obj) -> str:
@@ -30,11 +48,19 @@ class Informer:
         self._cache: dict[str, Obj] = {}
         self._handlers: list[tuple[Callable | None, Callable | None, Callable | None]] = []
         self._synced = asyncio.Event()
+        self._users = 0
+        self._loop_task: asyncio.Task | None = None
 
     def add_handler(self, *, on_add: Callable[[Obj], None] | None = None,
                     on_update: Callable[[Obj, Obj], None] | None = None,
                     on_delete: Callable[[Obj], None] | None = None) -> None:
         self._handlers.append((on_add, on_update, on_delete))
+        if on_add is not None:
+            for obj in list(self._cache.values()):
+                try:
+                    on_add(obj)
+                except Exception:  # noqa: BLE001 - as _fire
+                    log.exception("%s informer handler failed", self.resource)
 
     def get(self, key: str) -> Obj | None:
         return self._cache.get(key)
@@ -85,6 +111,19 @@ class Informer:
         return lst["metadata"]["resourceVersion"]
 
     async def run(self) -> None:
+        """List and watch until cancelled; shared: the first user starts the loop, the last one
+        to be cancelled stops it."""
+        self._users += 1
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._run(), name=f"informer-{self.resource}")
+        try:
+            await asyncio.shield(self._loop_task)
+        finally:
+            self._users -= 1
+            if self._users == 0 and not self._loop_task.done():
+                self._loop_task.cancel()
+
+    async def _run(self) -> None:
         backoff = 0.05
         rv: str | None = None
         while True:

@@ -11,7 +11,7 @@ import datetime as dt
 import time
 from typing import Any, Callable
 
-from nanokube.client.informer import Informer, key_of
+from nanokube.client.informer import Informer, key_of, shared
 from nanokube.client.workqueue import WorkQueue, run_workers
 
 Obj = dict[str, Any]
@@ -48,7 +48,7 @@ class Controller:
         self.informers: list[Informer] = []
 
     def informer(self, resource: str, **kw: Any) -> Informer:
-        inf = Informer(self.client, resource, **kw)
+        inf = shared(self.client, resource, **kw)
         self.informers.append(inf)
         return inf
 

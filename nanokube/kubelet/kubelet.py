@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from nanokube.api.errors import ApiError
-from nanokube.client.events import emit
-from nanokube.client.informer import Informer, key_of
+from nanokube.client.events import Recorder, emit
+from nanokube.client.informer import key_of, shared
 from nanokube.client.workqueue import WorkQueue, run_workers
 from nanokube.host import mounts as host_mounts
 from nanokube.network.podnet import PodNet
@@ -100,6 +100,7 @@ class Kubelet:
         self.node_name, self.node_ip = node_name, node_ip
         self.runtime, self.network = runtime, network
         self.cgroup_prefix = cgroup_prefix.strip("/")
+        self.events = Recorder(client, component="kubelet", host=node_name)  # off the pod start path
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.capacity = capacity or nodestatus.default_capacity(max_pods)
@@ -112,8 +113,8 @@ class Kubelet:
         # status.images (for the scheduler's ImageLocality); sizes are cached per image version.
         self.node_images = nodestatus.NodeImages(runtime.images) if hasattr(runtime, "images") else None
         self.kubelet_port = kubelet_port
-        self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={node_name}")
-        self.nodes = Informer(client, "nodes")
+        self.pods = shared(client, "pods", field_selector=f"spec.nodeName={node_name}")
+        self.nodes = shared(client, "nodes")
         self.queue = WorkQueue(base_delay=0.2, max_delay=10)
         self.tracks: dict[str, PodTrack] = {}   # by pod uid
         self.status_interval = status_interval  # node status and Lease renewal (upstream: 10 s)
@@ -552,8 +553,7 @@ class Kubelet:
             security=sec, oom_score_adj=podspec.oom_score_adj(pod, c, memory_capacity=podspec.bytes_(self.capacity["memory"])),
             **podspec.resources(c))
         if attempt == 0:
-            await emit(self.client, pod, reason="Pulled", component="kubelet", host=self.node_name,
-                       message=f'Container image "{c["image"]}" already present on machine')
+            self.events.record(pod, reason="Pulled", message=f'Container image "{c["image"]}" already present on machine')
         # Keep one previous container for `kubectl logs --previous`; older ones go.
         if attempt >= 2:
             await self.runtime.remove(podspec.container_id(md["uid"], name, attempt - 2))
@@ -568,10 +568,8 @@ class Kubelet:
             raise
         t.attempt = attempt
         t.waiting = None
-        await emit(self.client, pod, reason="Created", component="kubelet", host=self.node_name,
-                   message=f"Created container: {name}")
-        await emit(self.client, pod, reason="Started", component="kubelet", host=self.node_name,
-                   message=f"Started container {name}")
+        self.events.record(pod, reason="Created", message=f"Created container: {name}")
+        self.events.record(pod, reason="Started", message=f"Started container {name}")
         view.container_id = cid
         view.restart_count = attempt
         view.last_state = {"terminated": t.last_terminated} if t.last_terminated else {}

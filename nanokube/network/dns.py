@@ -656,10 +656,10 @@ async def run_dns(client: Any, *, host: str, port: int = 53, domain: str = "clus
     (outside names get REFUSED). A port we cannot bind is logged, not fatal: the rest of
     the server keeps running.
     """
-    from nanokube.client.informer import Informer
+    from nanokube.client.informer import shared
 
     view = DnsView()
-    infs = [Informer(client, r) for r in ("services", "endpoints", "pods")]
+    infs = [shared(client, r) for r in ("services", "endpoints", "pods")]
     view.attach(*infs)
     tasks = [asyncio.create_task(i.run(), name=f"dns-{i.resource}") for i in infs]
     udp: asyncio.DatagramTransport | None = None

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from nanokube.api.errors import ApiError
-from nanokube.client.informer import Informer
+from nanokube.client.informer import shared
 from . import ingress
 
 log = logging.getLogger("nanokube.ingress")
@@ -126,12 +126,12 @@ class IngressAgent:
         self.prefix = data_dir / "ingress"
         self.nginx = nginx or nginx_binary()
         self.min_sync_period, self.controller = min_sync_period, controller
-        self.ingresses = Informer(client, "ingresses")
-        self.classes = Informer(client, "ingressclasses")
-        self.services = Informer(client, "services")
-        self.endpoints = Informer(client, "endpoints")
-        self.secrets = Informer(client, "secrets")
-        self.nodes = Informer(client, "nodes")
+        self.ingresses = shared(client, "ingresses")
+        self.classes = shared(client, "ingressclasses")
+        self.services = shared(client, "services")
+        self.endpoints = shared(client, "endpoints")
+        self.secrets = shared(client, "secrets")
+        self.nodes = shared(client, "nodes")
         self._dirty = asyncio.Event()
         for inf in (self.ingresses, self.classes, self.services, self.endpoints, self.secrets):
             inf.add_handler(on_add=self._changed, on_update=lambda o, n: self._changed(), on_delete=self._changed)

@@ -22,7 +22,7 @@ import asyncio
 import time
 from typing import Any, Callable
 
-from nanokube.client.informer import Informer
+from nanokube.client.informer import shared
 from nanokube.host import iptables
 from nanokube.proxy.syncloop import sync_forever
 from . import netpol
@@ -57,12 +57,12 @@ class PolicyAgent:
         self.node_name = node_name
         self._node_ips = node_ips if callable(node_ips) else (lambda: list(node_ips))
         self.min_sync_period, self.full_resync_period = min_sync_period, full_resync_period
-        self.policies = Informer(client, "networkpolicies")
-        self.pods = Informer(client, "pods")
-        self.namespaces = Informer(client, "namespaces")
+        self.policies = shared(client, "networkpolicies")
+        self.pods = shared(client, "pods")
+        self.namespaces = shared(client, "namespaces")
         # The cluster DNS runs in the server, not in a pod: policies that allow egress to the
         # kube-dns pods (as every tutorial writes them) must reach it all the same.
-        self.dns = Informer(client, "endpoints", namespace="kube-system", field_selector="metadata.name=kube-dns")
+        self.dns = shared(client, "endpoints", namespace="kube-system", field_selector="metadata.name=kube-dns")
         self._dirty = asyncio.Event()
         self.policies.add_handler(on_add=self._changed, on_update=lambda o, n: self._changed(), on_delete=self._changed)
         self.pods.add_handler(on_add=self._changed, on_delete=self._changed,

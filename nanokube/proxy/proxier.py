@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import Any, Callable
 
-from nanokube.client.informer import Informer
+from nanokube.client.informer import shared
 from nanokube.host import conntrack, iptables, netlink
 from . import rules
 from .syncloop import sync_forever
@@ -35,11 +35,11 @@ class Proxier:
                  set_lb_addresses: Callable[[set[str]], set[str]] | None = None):
         self.node_name, self.node_ips, self.cluster_cidr = node_name, node_ips, cluster_cidr
         self.min_sync_period, self.full_resync_period = min_sync_period, full_resync_period
-        self.services = Informer(client, "services")
-        self.endpoints = Informer(client, "endpoints")
-        self.nodes = Informer(client, "nodes")
+        self.services = shared(client, "services")
+        self.endpoints = shared(client, "endpoints")
+        self.nodes = shared(client, "nodes")
         # this node's pods, for their hostPorts (the kubelet's hostport manager, folded in here)
-        self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={node_name}")
+        self.pods = shared(client, "pods", field_selector=f"spec.nodeName={node_name}")
         self._dirty = asyncio.Event()
         self.pods.add_handler(on_add=lambda p: self._hostports_changed(None, p),
                               on_update=self._hostports_changed, on_delete=lambda p: self._hostports_changed(None, p))

@@ -24,7 +24,7 @@ from typing import Any
 
 from nanokube.api.errors import ApiError
 from nanokube.client.events import emit
-from nanokube.client.informer import Informer, key_of
+from nanokube.client.informer import key_of, shared
 from nanokube.controllers.base import now_rfc3339
 from . import preemption
 from .queue import SchedulingQueue
@@ -77,11 +77,11 @@ class Scheduler:
                  bind_concurrency: int = 16):
         self.client = client
         self.rng = rng or random.Random()
-        self.pods = Informer(client, "pods")
-        self.nodes = Informer(client, "nodes")
-        self.namespaces = Informer(client, "namespaces")
-        self.pvcs, self.pvs = Informer(client, "persistentvolumeclaims"), Informer(client, "persistentvolumes")
-        self.classes = Informer(client, "storageclasses")
+        self.pods = shared(client, "pods")
+        self.nodes = shared(client, "nodes")
+        self.namespaces = shared(client, "namespaces")
+        self.pvcs, self.pvs = shared(client, "persistentvolumeclaims"), shared(client, "persistentvolumes")
+        self.classes = shared(client, "storageclasses")
         check = volume_binding.make_filter(*volume_binding.lookups(self.pvcs, self.pvs, self.classes))
         self.plugins = plugins_for(strategy=strategy, volume_filter=volume_plugin(check))
         self.queue = SchedulingQueue()

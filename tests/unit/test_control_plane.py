@@ -115,3 +115,42 @@ def test_unschedulable_message_as_upstream():
     assert unschedulable_message(3, res.reasons) == (
         "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint "
         "{node.kubernetes.io/not-ready: }, 1 node(s) were unschedulable.")
+
+
+async def test_shared_informers_one_cache_per_client_and_arguments():
+    import asyncio
+    from nanokube.apiserver.registry import Registry
+    from nanokube.client.informer import shared
+    from nanokube.client.local import LocalClient
+    from nanokube.store import MemoryStore
+    reg = Registry(MemoryStore())
+    await reg.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
+    c = LocalClient(reg)
+    a, b = shared(c, "configmaps"), shared(c, "configmaps")
+    assert a is b and shared(c, "configmaps", label_selector="x=y") is not a
+    assert shared(LocalClient(reg), "configmaps") is not a  # per client
+    seen_a, seen_b = [], []
+    a.add_handler(on_add=lambda o: seen_a.append(o["metadata"]["name"]))
+    t1, t2 = asyncio.create_task(a.run()), asyncio.create_task(b.run())
+    await a.wait_synced()
+    await reg.create("configmaps", {"metadata": {"name": "one", "namespace": "default"}})
+    for _ in range(100):
+        if a.get("default/one"):
+            break
+        await asyncio.sleep(0.01)
+    # a handler added late hears of what is cached, as client-go's AddEventHandler
+    b.add_handler(on_add=lambda o: seen_b.append(o["metadata"]["name"]))
+    assert seen_a == ["one"] and seen_b == ["one"]
+    # one user gone: still running for the other; the last one gone: stopped
+    t1.cancel()
+    await asyncio.gather(t1, return_exceptions=True)
+    await reg.create("configmaps", {"metadata": {"name": "two", "namespace": "default"}})
+    for _ in range(100):
+        if b.get("default/two"):
+            break
+        await asyncio.sleep(0.01)
+    assert b.get("default/two") is not None
+    t2.cancel()
+    await asyncio.gather(t2, return_exceptions=True)
+    await asyncio.sleep(0)
+    assert a._loop_task.done()

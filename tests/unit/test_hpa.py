@@ -108,9 +108,9 @@ async def test_controller_scales_up_then_down_after_the_window():
     ctl = H.HPAController(LocalClient(reg), metrics=metrics, sync_period=3600, clock=lambda: now[0])
     task = asyncio.create_task(ctl.run())
 
-    async def caught_up():  # the informer has seen the controller's own status write
-        want = reg.get("horizontalpodautoscalers", "web", namespace="default")["metadata"]["resourceVersion"]
+    async def caught_up():  # the informer has seen the latest status write (the test's or its own worker's)
         for _ in range(250):
+            want = reg.get("horizontalpodautoscalers", "web", namespace="default")["metadata"]["resourceVersion"]
             if ctl.hpas.get("default/web")["metadata"]["resourceVersion"] == want:
                 return
             await asyncio.sleep(0.02)

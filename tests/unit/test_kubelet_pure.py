@@ -76,3 +76,30 @@ def test_plan_routes_skips_self_and_incomplete():
     nodes = [node("node1", "10.244.1.0/24", "172.30.0.11"), node("node2", "10.244.2.0/24", "172.30.0.12"),
              node("node3", None, "172.30.0.13")]
     assert plan_routes(nodes, "node1") == {"10.244.2.0/24": "172.30.0.12"}
+
+
+async def test_event_recorder_writes_in_order_off_the_callers_path():
+    import asyncio
+    from nanokube.api.errors import NotFound
+    from nanokube.client.events import Recorder
+
+    class SlowClient:
+        def __init__(self):
+            self.created = []
+
+        async def get(self, plural, name, namespace=None):
+            await asyncio.sleep(0.01)
+            raise NotFound(plural, name)
+
+        async def create(self, plural, obj, namespace=None):
+            await asyncio.sleep(0.01)
+            self.created.append(obj["reason"])
+    c = SlowClient()
+    r = Recorder(c, component="kubelet", host="n1")
+    pod = {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "default", "uid": "u"}}
+    t0 = asyncio.get_running_loop().time()
+    for reason in ("Pulled", "Created", "Started"):
+        r.record(pod, reason=reason, message=reason)
+    assert asyncio.get_running_loop().time() - t0 < 0.01 and c.created == []  # nothing waited for the API
+    await asyncio.wait_for(r._task, 2)
+    assert c.created == ["Pulled", "Created", "Started"]
