@@ -67,7 +67,11 @@ async def all_running(client, n: int, timeout: float) -> float:
     running: set[str] = set()
     async for typ, pod in client.watch("pods", namespace="default", label_selector="bench=load",
                                        resource_version=lst["metadata"]["resourceVersion"], timeout_seconds=int(timeout)):
-        name = pod["metadata"]["name"]
+        if typ == "ERROR":
+            raise RuntimeError(f"watch ended: {pod}")
+        name = (pod.get("metadata") or {}).get("name")
+        if not name:  # a bookmark
+            continue
         if typ != "DELETED" and (pod.get("status") or {}).get("phase") == "Running":
             running.add(name)
         else:
