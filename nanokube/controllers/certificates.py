@@ -12,6 +12,9 @@ Signing: approved requests for ``kubernetes.io/kube-apiserver-client`` and
 ``...-client-kubelet`` get a client certificate from the cluster CA (``openssl ca``), valid for
 ``spec.expirationSeconds`` or a year. A request a signer cannot honour (unparseable, a kubelet
 subject that is not a node's, server usages) gets a ``Failed`` condition instead.
+
+Cleaning: as upstream's csrcleaner, issued and decided requests are deleted after an hour,
+pending ones after a day.
 """
 from __future__ import annotations
 
@@ -64,8 +67,29 @@ def node_client_problem(subject: tuple[str, list[str]] | None, usages: list[str]
     return None
 
 
+# csrcleaner: how long requests are kept, by state (upstream's durations).
+KEEP_ISSUED, KEEP_DECIDED, KEEP_PENDING = 3600, 3600, 24 * 3600
+
+
+def expired(csr: Obj, now: dt.datetime) -> bool:
+    """Upstream's csrcleaner: issued, denied or failed requests go after an hour, pending ones
+    after a day."""
+    try:
+        created = dt.datetime.strptime(csr["metadata"].get("creationTimestamp", ""), "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return False
+    age = (now - created.replace(tzinfo=dt.timezone.utc)).total_seconds()
+    conds = conditions(csr)
+    if (csr.get("status") or {}).get("certificate"):
+        return age > KEEP_ISSUED
+    if "Denied" in conds or "Failed" in conds:
+        return age > KEEP_DECIDED
+    return age > KEEP_PENDING
+
+
 class CertificatesController(Controller):
     name = "certificates"
+    clean_every = 600.0
 
     def __init__(self, client: Any, *, ca_crt: Path, ca_key: Path, authorize: Authorize | None = None):
         super().__init__(client)
@@ -73,6 +97,21 @@ class CertificatesController(Controller):
         self.authorize = authorize
         self.csrs = self.informer("certificatesigningrequests")
         self.csrs.add_handler(on_add=self.enqueue, on_update=lambda o, n: self.enqueue(n))
+
+    async def run(self) -> None:
+        await asyncio.gather(super().run(), self._cleaner())
+
+    async def _cleaner(self) -> None:
+        while True:
+            await asyncio.sleep(self.clean_every)
+            now = dt.datetime.now(dt.timezone.utc)
+            for csr in self.csrs.list():
+                if expired(csr, now):
+                    try:
+                        await self.client.delete("certificatesigningrequests", csr["metadata"]["name"])
+                    except ApiError as e:
+                        if e.code != 404:
+                            log.warning("removing %s: %s", csr["metadata"]["name"], e)
 
     async def sync(self, key: str) -> None:
         csr = self.csrs.get(key)

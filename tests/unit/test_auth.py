@@ -180,3 +180,23 @@ def test_bootstrap_tokens_and_client_certificates():
     u = authn.x509_user(cert)
     assert u.name == "system:node:n1" and u.groups == ("system:nodes", "b", "system:authenticated")
     assert authn.x509_user(None) is None and authn.x509_user({"subject": ((("organizationName", "x"),),)}) is None
+
+
+def test_csr_cleaner_ages_and_node_client_checks():
+    import datetime as dt
+    from nanokube.controllers import certificates as C
+    now = dt.datetime(2026, 1, 2, 12, 0, tzinfo=dt.timezone.utc)
+
+    def csr(age_s, **status):
+        created = (now - dt.timedelta(seconds=age_s)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"metadata": {"creationTimestamp": created}, "status": status}
+    issued = {"certificate": "eA==", "conditions": [{"type": "Approved"}]}
+    assert not C.expired(csr(3000, **issued), now) and C.expired(csr(3700, **issued), now)
+    assert C.expired(csr(3700, conditions=[{"type": "Denied"}]), now)
+    assert not C.expired(csr(80000), now) and C.expired(csr(90000), now)  # pending: a day
+    ok = ("system:node:n1", ["system:nodes"])
+    assert C.node_client_problem(ok, ["digital signature", "client auth"]) is None
+    assert C.node_client_problem(("system:node:n1", ["system:nodes", "x"]), ["client auth"])
+    assert C.node_client_problem(("alice", ["system:nodes"]), ["client auth"])
+    assert C.node_client_problem(ok, ["client auth", "server auth"])
+    assert C.node_client_problem(None, ["client auth"])
