@@ -173,13 +173,17 @@ def load_schemas(cache_dir: Path) -> dict[str, Any]:
     # Keyed by the client's version and by this file, so a change to the generator regenerates.
     mine = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
     cache = cache_dir / f"schemas-{ver}-{mine}.json"
-    if not cache.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        out = subprocess.run([sys.executable, "-m", "nanokube.api.schema"], check=True, capture_output=True).stdout
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_bytes(out)
-        tmp.replace(cache)
-    return json.loads(cache.read_text())
+    if cache.exists():
+        try:
+            return json.loads(cache.read_text())
+        except ValueError:  # a cache torn by a crash is made again, never fatal
+            pass
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([sys.executable, "-m", "nanokube.api.schema"], check=True, capture_output=True).stdout
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_bytes(out)
+    tmp.replace(cache)
+    return json.loads(out)
 
 
 def kind_schema(schemas: dict[str, Any], api_version: str, kind: str) -> str | None:

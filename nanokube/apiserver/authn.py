@@ -238,5 +238,8 @@ async def ensure_bootstrap_token(registry: Any, path: Path) -> str:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(token + "\n")
         tmp.chmod(0o600)
+        from .certs import durable
+        durable(tmp)
         tmp.replace(path)
+        durable(path)
     return token

@@ -18,6 +18,26 @@ def _run(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True)
 
 
+def durable(*paths: Path) -> None:
+    """fsync the files and their directories: credentials made at first start must survive a
+    machine crash (or a filesystem that goes read-only on an error) as the store's data does."""
+    import os
+    dirs = set()
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        dirs.add(Path(p).parent)
+    for d in dirs:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def ensure_pki(pki_dir: Path, *, ips: list[str], dns: list[str]) -> dict[str, Path]:
     """CA (ca.crt/ca.key) and serving cert (apiserver.crt/.key) for the given SANs; idempotent."""
     pki_dir.mkdir(parents=True, exist_ok=True)
@@ -40,6 +60,7 @@ def ensure_pki(pki_dir: Path, *, ips: list[str], dns: list[str]) -> dict[str, Pa
         stamp.write_text(sans)
     for p in (ca_key, key):
         p.chmod(0o600)
+    durable(ca_crt, ca_key, crt, key, stamp)
     return {"ca": ca_crt, "ca_key": ca_key, "cert": crt, "key": key}
 
 
@@ -50,6 +71,7 @@ def ensure_token(path: Path) -> str:
     tok = secrets.token_hex(24)
     path.write_text(tok + "\n")
     path.chmod(0o600)
+    durable(path)
     return tok
 
 
@@ -65,6 +87,7 @@ def write_kubeconfig(path: Path, *, server: str, ca: Path, token: str, cluster: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     path.chmod(0o600)
+    durable(path)
 
 
 # -- client certificates: CSRs, their subjects, and signing them with the cluster CA ----------

@@ -36,7 +36,10 @@ class SqliteStore(Store):
         self.path = str(path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        # WAL + FULL: every commit is fsynced before the write is acknowledged, so it survives not
+        # only kill -9 (NORMAL would do) but a machine crash or a filesystem gone read-only on an
+        # error, where unwritten pages are lost (~0.13 ms more per commit on this machine's disk).
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._load()
 

@@ -8,6 +8,8 @@ cluster or a real server process:
 - the server's disk full (its data dir a tiny tmpfs, filled up): writes fail with a 5xx
   ``Status``, reads keep working, nothing is corrupted, and writes work again once space
   returns;
+- the server's filesystem turning read-only (ext4 errors=remount-ro on a loop image): writes
+  fail with a 5xx ``Status``, reads keep working; after e2fsck a new server has everything;
 - the server unreachable (SIGSTOP) for 60 s: agents keep their pods running and catch up.
 
 The clients are plain aiohttp with the cluster's token, run in a thread that entered the
@@ -314,6 +316,32 @@ def fill(path: Path) -> None:
                 pass
 
 
+BASE = "/api/v1/namespaces/default/configmaps"
+
+
+def writes_fail(srv: "LoopbackServer", prefix: str) -> tuple[list[str], dict]:
+    """Create ConfigMaps until one is refused; (acked names, the first refusal's Status)."""
+    acked = []
+    for i in range(300):
+        code, st = srv.call("POST", BASE, cm(f"{prefix}-{i}"))
+        if code == 201:
+            acked.append(f"{prefix}-{i}")
+            continue
+        assert 500 <= code < 600, (code, st)
+        return acked, st
+    raise AssertionError(f"300 writes acknowledged on a {prefix} store")
+
+
+def reads_work(srv: "LoopbackServer", names: list[str]) -> None:
+    code, lst = srv.call("GET", BASE)
+    assert code == 200, lst
+    got = {i["metadata"]["name"]: i["data"] for i in lst["items"]}
+    for n in names:
+        assert got.get(n) == content(n), n
+        code, one = srv.call("GET", f"{BASE}/{n}")
+        assert code == 200 and one["data"] == content(n), (n, code)
+
+
 def test_store_disk_full_then_space_returns(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a tmpfs")
@@ -323,46 +351,25 @@ def test_store_disk_full_then_space_returns(tmp_path):
     srv: LoopbackServer | None = None
     try:
         srv = LoopbackServer(data, tmp_path / "server.log")
-        base = "/api/v1/namespaces/default/configmaps"
+        base = BASE
         for i in range(20):
             assert srv.call("POST", base, cm(f"before-{i}"))[0] == 201
 
-        def writes_fail(prefix: str) -> tuple[list[str], dict]:
-            """Create ConfigMaps until one is refused; (acked names, the first refusal's Status)."""
-            acked = []
-            for i in range(300):
-                code, st = srv.call("POST", base, cm(f"{prefix}-{i}"))
-                if code == 201:
-                    acked.append(f"{prefix}-{i}")
-                    continue
-                assert 500 <= code < 600, (code, st)
-                return acked, st
-            raise AssertionError(f"300 writes acknowledged on a {prefix} store")
-
-        def reads_work(names: list[str]) -> None:
-            code, lst = srv.call("GET", base)
-            assert code == 200, lst
-            got = {i["metadata"]["name"]: i["data"] for i in lst["items"]}
-            for n in names:
-                assert got.get(n) == content(n), n
-                code, one = srv.call("GET", f"{base}/{n}")
-                assert code == 200 and one["data"] == content(n), (n, code)
-
         # Disk full: writes refused with a Status, reads go on, the refused object is not there.
         fill(data / "filler")
-        acked_full, st = writes_fail("full")
+        acked_full, st = writes_fail(srv, "full")
         print("disk full:", st)
         assert st["kind"] == "Status" and st["status"] == "Failure" and st["code"] in (500, 503, 507), st
         assert "full" in st["message"], st
         refused = f"full-{len(acked_full)}"
         assert srv.call("GET", f"{base}/{refused}")[0] == 404
         assert srv.proc.poll() is None  # the server did not fall over
-        reads_work([f"before-{i}" for i in range(20)] + acked_full)
+        reads_work(srv, [f"before-{i}" for i in range(20)] + acked_full)
         # Space returns: the same write and new ones go through.
         (data / "filler").unlink()
         assert srv.call("POST", base, cm(refused))[0] == 201
         assert srv.call("POST", base, cm("after-space"))[0] == 201
-        reads_work([refused, "after-space"])
+        reads_work(srv, [refused, "after-space"])
 
         # Nothing corrupted: the file checks out, and a fresh server over it has every acknowledged write.
         everything = [f"before-{i}" for i in range(20)] + acked_full + [refused, "after-space"] 
@@ -371,7 +378,7 @@ def test_store_disk_full_then_space_returns(tmp_path):
         assert check == "ok"
         assert all(json.loads(v) for _, _, _, v in rows)
         srv = LoopbackServer(data, tmp_path / "server.log")
-        reads_work(everything)
+        reads_work(srv, everything)
         code, lst = srv.call("GET", base)
         assert sorted(i["metadata"]["name"] for i in lst["items"] if i["metadata"]["name"] != "kube-root-ca.crt") \
             == sorted(everything)
@@ -379,6 +386,60 @@ def test_store_disk_full_then_space_returns(tmp_path):
         if srv is not None:
             srv.stop()
         subprocess.run(["umount", str(data)], check=False)
+
+
+def test_store_goes_read_only_then_is_repaired(tmp_path):
+    """The data dir's filesystem turns read-only under the server, as ext4 does on an error
+    (errors=remount-ro; the error is raised through ext4's own trigger_fs_error knob on a
+    loop-mounted image this test made): writes fail with a 5xx Status, reads keep working, the
+    server stays up. Repaired (stop, e2fsck, mount again), a restarted server has every
+    acknowledged write and takes new ones."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to loop-mount an image")
+    img, data = tmp_path / "store.img", tmp_path / "data"
+    data.mkdir()
+    subprocess.run(["truncate", "-s", "64M", str(img)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True)
+    loop = subprocess.run(["losetup", "--find", "--show", str(img)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    srv: LoopbackServer | None = None
+    try:
+        subprocess.run(["blockdev", "--setrw", loop], check=True)  # a reused loop device may carry a ro flag
+        subprocess.run(["mount", "-t", "ext4", "-o", "errors=remount-ro", loop, str(data)], check=True)
+        srv = LoopbackServer(data, tmp_path / "server.log")
+        before = [f"before-{i}" for i in range(20)]
+        for n in before:
+            assert srv.call("POST", BASE, cm(n))[0] == 201
+        Path(f"/sys/fs/ext4/{Path(loop).name}/trigger_fs_error").write_text("nanokube chaos test\n")
+        opts = next(l for l in Path("/proc/mounts").read_text().splitlines() if f" {data} " in l).split()[3].split(",")
+        assert "ro" in opts or "emergency_ro" in opts, opts  # newer kernels say emergency_ro
+        acked, st = writes_fail(srv, "ro")
+        print("read-only store:", st)
+        assert acked == [] and st["kind"] == "Status" and st["status"] == "Failure" and st["code"] == 500, st
+        assert "I/O error" in st["message"] or "readonly" in st["message"], st
+        assert srv.call("GET", f"{BASE}/ro-0")[0] == 404
+        assert srv.proc.poll() is None
+        reads_work(srv, before)
+        # Repair: the server stops, the filesystem is checked and mounted again, a new server starts.
+        srv.stop()
+        srv = None
+        subprocess.run(["umount", str(data)], check=True)
+        fsck = subprocess.run(["e2fsck", "-fy", loop], capture_output=True, text=True)
+        assert fsck.returncode in (0, 1), fsck.stdout + fsck.stderr  # 1: errors corrected
+        subprocess.run(["mount", "-t", "ext4", "-o", "errors=remount-ro", loop, str(data)], check=True)
+        srv = LoopbackServer(data, tmp_path / "server.log")
+        reads_work(srv, before)
+        assert srv.call("POST", BASE, cm("after-repair"))[0] == 201
+        reads_work(srv, ["after-repair"])
+        srv.stop()
+        srv = None
+        check, rows = _db_rows(data / "state.db")
+        assert check == "ok" and all(json.loads(v) for _, _, _, v in rows)
+    finally:
+        if srv is not None:
+            srv.stop()
+        subprocess.run(["umount", str(data)], check=False, capture_output=True)
+        subprocess.run(["losetup", "-d", loop], check=False, capture_output=True)
 
 
 # -- the server unreachable for a minute ------------------------------------------------------
