@@ -227,12 +227,11 @@ class Runtime:
         on first use. Returns the namespace's /proc path."""
         d = self.state_dir / f"pause-{pod_uid}"
         pidf = d / "pid"
-        if pidf.exists() and alive(int(pidf.read_text())):
-            return f"/proc/{pidf.read_text().strip()}/ns/pid"
-        d.mkdir(parents=True, exist_ok=True)
-        pidf.unlink(missing_ok=True)
-        subprocess.run([sys.executable, "-S", str(SHIM), "--pause", str(d), netns_path or ""], check=True,
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=10, start_new_session=True)
+        if not (pidf.exists() and alive(int(pidf.read_text()))):
+            d.mkdir(parents=True, exist_ok=True)
+            pidf.unlink(missing_ok=True)
+            subprocess.run([sys.executable, "-S", str(SHIM), "--pause", str(d), netns_path or ""], check=True,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=10, start_new_session=True)
         if cgroup:  # in the pod's cgroup, so that tearing the pod (or the cluster) down ends it too
             self.cgroups.create(cgroup)
             self.cgroups.add_process(cgroup, int(pidf.read_text()))

@@ -404,6 +404,11 @@ def pause(d, netns):
     pid = os.fork()
     if pid == 0:
         os.setsid()
+        # let go of the starter's stdio: it waits for their end (the kubelet captures them)
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
         for s in (signal.SIGINT, signal.SIGHUP):
             signal.signal(s, signal.SIG_IGN)
         # a handler, so that signal.pause() returns when a later orphan exits (SIGCHLD's
