@@ -65,10 +65,8 @@ class PodNetwork:
         ip = self.ipam.allocate(uid)
         veth = host_veth_name(uid)
         netns.create(name)
-        netlink.create_veth(veth, "nkt" + veth[3:], peer_netns=name, peer_name="eth0", master=self.bridge)
-        netlink.set_hairpin(veth)
-        netlink.ensure_address("eth0", f"{ip}/{self.ipam.net.prefixlen}", netns=name)
-        netlink.replace_default_route(self.ipam.gateway, netns=name)
+        netlink.create_veth(veth, "nkt" + veth[3:], peer_netns=name, peer_name="eth0", master=self.bridge, hairpin=True,
+                            peer_address=f"{ip}/{self.ipam.net.prefixlen}", peer_gateway=self.ipam.gateway)
         (self.state_dir / "pods").mkdir(exist_ok=True)
         (self.state_dir / "pods" / uid).write_text(name)
         return PodNet(uid, name, netns.path(name), ip, self.ipam.gateway, veth)
