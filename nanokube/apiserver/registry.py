@@ -230,9 +230,10 @@ class Registry:
 
     def list(self, plural: str, *, namespace: str | None = None, label_selector: str | None = None,
              field_selector: str | None = None, copy_items: bool = True, limit: int | None = None,
-             continue_token: str | None = None) -> Obj:
+             continue_token: str | None = None, as_json: bool = False) -> Obj:
         """The matching objects. ``copy_items=False`` hands out the stored objects themselves,
-        for callers that only serialize them (the HTTP handler): they must not change them.
+        for callers that only serialize them: they must not change them. ``as_json=True`` gives
+        each item as its stored compact JSON text instead (the HTTP handler's LIST).
 
         ``limit``/``continue_token`` page through the list in key order, as kubectl's chunked
         LISTs do. A continuation lists what exists *now* after the last key served (upstream
@@ -240,7 +241,10 @@ class Registry:
         snapshots, so pages may reflect changes made in between)."""
         r = self._res(plural)
         flt = Filter(label_selector, field_selector, r)
-        items, rev = self.store.list(self.prefix(r, namespace))
+        if as_json:
+            items, rev = self.store.list_json(self.prefix(r, namespace))
+        else:
+            items, rev = self.store.list(self.prefix(r, namespace))
         if continue_token:
             try:
                 start = json.loads(base64.urlsafe_b64decode(continue_token.encode()))["start"]
@@ -248,7 +252,7 @@ class Registry:
                 raise bad_request("continue key is not valid: incorrect encoded start resourceVersion "
                                   "(version meta.k8s.io/v1)") from None
             items = [it for it in items if it[0] > start]
-        matched = [(k, v) for k, v, _ in items if flt(v)]
+        matched = [(k, raw if as_json else v) for k, v, raw in items if flt(v)]
         md: Obj = {"resourceVersion": str(rev)}
         if limit and limit > 0 and len(matched) > limit:
             md["continue"] = base64.urlsafe_b64encode(json.dumps({"rv": rev, "start": matched[limit - 1][0]}).encode()).decode()

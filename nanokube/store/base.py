@@ -10,6 +10,7 @@ differ only in how they persist the log.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -49,6 +50,12 @@ class _Entry:
     value: dict[str, Any]
     mod_revision: int
     create_revision: int
+    raw: str | None = None  # the value as compact JSON, once serialized (stored values never change)
+
+    def to_json(self) -> str:
+        if self.raw is None:
+            self.raw = json.dumps(self.value, separators=(",", ":"))
+        return self.raw
 
 
 def _group(key: str) -> str | None:
@@ -139,6 +146,14 @@ class Store:
     def list(self, prefix: str) -> tuple[list[tuple[str, dict[str, Any], int]], int]:
         data = self._data
         items = [(k, data[k].value, data[k].mod_revision) for k in data.under(prefix)]
+        items.sort(key=lambda t: t[0])
+        return items, self._rev
+
+    def list_json(self, prefix: str) -> tuple[list[tuple[str, dict[str, Any], str]], int]:
+        """As ``list``, with each value's compact JSON too (serialized once per revision, so a
+        LIST response joins strings instead of encoding every object again)."""
+        data = self._data
+        items = [(k, data[k].value, data[k].to_json()) for k in data.under(prefix)]
         items.sort(key=lambda t: t[0])
         return items, self._rev
 

@@ -52,7 +52,7 @@ class SqliteStore(Store):
             "JOIN (SELECT name, MAX(id) AS id FROM kine GROUP BY name) m ON k.id = m.id")
         for name, deleted, rid, crev, value in cur:
             if not deleted:
-                self._data[name] = _Entry(json.loads(value), rid, crev)
+                self._data[name] = _Entry(json.loads(value), rid, crev, value)
         r = self._db.execute("SELECT v FROM meta WHERE k='compact_rev'").fetchone()
         self._compact_rev = r[0] if r else 0
 
@@ -62,11 +62,13 @@ class SqliteStore(Store):
         if old:
             prev_rev = old.mod_revision
         crev = entry.create_revision if entry else (old.create_revision if old else ev.revision)
+        raw = json.dumps(ev.value, separators=(",", ":"))
         cur = self._db.execute(
             "INSERT INTO kine (name, created, deleted, create_revision, prev_revision, value) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (ev.key, int(ev.created), int(ev.type == "DELETE"), crev, prev_rev,
-             json.dumps(ev.value, separators=(",", ":"))))
+            (ev.key, int(ev.created), int(ev.type == "DELETE"), crev, prev_rev, raw))
+        if entry is not None:
+            entry.raw = raw  # what LIST responses are made of
         if cur.lastrowid != ev.revision:
             # The row id is the revision; if they ever disagree the log is not ours alone.
             raise RuntimeError(f"store revision skew: row {cur.lastrowid} != revision {ev.revision}")

@@ -161,3 +161,36 @@ async def test_aggregated_discovery_matches_the_legacy_documents(client):
     assert subs["eviction"] == {"group": "policy", "version": "v1", "kind": "Eviction"}
     assert subs["status"] == {"group": "", "version": "v1", "kind": "Pod"}
     assert pods["singularResource"] == "pod" and "all" in pods["categories"]
+
+
+async def test_list_serves_the_stored_json_of_the_current_revisions(tmp_path):
+    """LIST joins each object's stored JSON; it must be exactly the current objects, after
+    updates, status writes, patches and deletes, on SQLite (JSON made at persist) too."""
+    import aiohttp
+    import json as _json
+    from nanokube.store.sqlite import SqliteStore
+    reg = Registry(SqliteStore(tmp_path / "s.db"), schemas=load_schemas(tmp_path))
+    server = TestServer(ApiServer(reg, token="t").app(), host="127.0.0.1")
+    await server.start_server()
+    c = HttpClient(f"http://127.0.0.1:{server.port}", token="t")
+    try:
+        await c.create("namespaces", {"metadata": {"name": "default"}})
+        for i in range(5):
+            await c.create("configmaps", {**CM, "metadata": {"name": f"c{i}", "labels": {"n": str(i)}}},
+                           namespace="default")
+        await c.patch("configmaps", "c1", {"data": {"k": "patched"}}, namespace="default")
+        await c.delete("configmaps", "c2", namespace="default")
+        got = await c.get("configmaps", "c3", namespace="default")
+        got["data"] = {"k": "updated"}
+        await c.update("configmaps", got, namespace="default")
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer t"}) as s:
+            async with s.get(f"{c.server}/api/v1/namespaces/default/configmaps?labelSelector=n!=4") as r:
+                assert r.status == 200 and r.content_type == "application/json"
+                body = _json.loads(await r.read())
+        want = reg.list("configmaps", namespace="default", label_selector="n!=4")
+        assert body == want
+        assert [o["data"]["k"] for o in body["items"]] == ["v", "patched", "updated"]
+        assert body["kind"] == "ConfigMapList" and body["metadata"]["resourceVersion"] == want["metadata"]["resourceVersion"]
+    finally:
+        await c.close()
+        await server.close()
