@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -155,6 +156,7 @@ def main() -> None:
         shim_mem = [mem(p.pid) for p in shims]
     finally:
         subprocess.run([PY, "-m", "nanokube", "down", "--cluster", cluster, "--state-dir", str(state)], capture_output=True)
+        shutil.rmtree(state, ignore_errors=True)
     direct = runtime_floor(args.trials)
     singles = out["singles"]
     print(f"up --nodes 3 to Ready:        {up:6.2f} s   (target <= 10 s; kind 12-17 s)   "

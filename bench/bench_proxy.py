@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -155,6 +156,7 @@ def datapath(rounds: int = 3, requests: int = 1500) -> None:
               f"ratio {best['NodePort'] / best['pod IP']:.2f} (target >= 0.9)")
     finally:
         run("down", "--cluster", name, "--state-dir", state)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def main() -> None:
