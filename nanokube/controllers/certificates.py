@@ -43,7 +43,9 @@ def _now() -> str:
 
 
 def conditions(csr: Obj) -> dict[str, Obj]:
-    return {c.get("type"): c for c in (csr.get("status") or {}).get("conditions") or []}
+    """The request's conditions that hold (status True, or unset as older clients write them)."""
+    return {c.get("type"): c for c in (csr.get("status") or {}).get("conditions") or []
+            if c.get("status", "True") == "True"}
 
 
 def request_pem(csr: Obj) -> str:

@@ -194,6 +194,9 @@ def test_csr_cleaner_ages_and_node_client_checks():
     assert not C.expired(csr(3000, **issued), now) and C.expired(csr(3700, **issued), now)
     assert C.expired(csr(3700, conditions=[{"type": "Denied"}]), now)
     assert not C.expired(csr(80000), now) and C.expired(csr(90000), now)  # pending: a day
+    # a condition that does not hold is no decision
+    assert not C.expired(csr(3700, conditions=[{"type": "Denied", "status": "False"}]), now)
+    assert C.conditions(csr(0, conditions=[{"type": "Approved", "status": "False"}, {"type": "Failed"}])).keys() == {"Failed"}
     ok = ("system:node:n1", ["system:nodes"])
     assert C.node_client_problem(ok, ["digital signature", "client auth"]) is None
     assert C.node_client_problem(("system:node:n1", ["system:nodes", "x"]), ["client auth"])
