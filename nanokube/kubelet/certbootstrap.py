@@ -18,6 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import aiohttp
+
 from nanokube.api.errors import ApiError
 from nanokube.apiserver import certs
 from nanokube.client.http import HttpClient
@@ -51,7 +53,14 @@ async def client_certificate(server: str, *, ca_file: Path, bootstrap_token: str
             try:
                 await client.create("certificatesigningrequests", csr)
                 break
-            except (ApiError, OSError) as e:
+            except ApiError as e:
+                if e.code == 409:  # our own (random) name: an earlier attempt got through
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"could not request a client certificate: {e}") from e
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as e:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"could not request a client certificate: {e}") from e
                 await asyncio.sleep(delay)
@@ -59,7 +68,10 @@ async def client_certificate(server: str, *, ca_file: Path, bootstrap_token: str
         log.info("requested a client certificate for system:node:%s (%s)", node_name, name)
         delay = 0.05
         while True:
-            got = await client.get("certificatesigningrequests", name)
+            try:
+                got = await client.get("certificatesigningrequests", name)
+            except (OSError, aiohttp.ClientError, asyncio.TimeoutError):  # the server restarting: ask again
+                got = {}
             status = got.get("status") or {}
             bad = [c for c in status.get("conditions") or [] if c.get("type") in ("Denied", "Failed")]
             if bad:
