@@ -3,8 +3,9 @@
 Client certificates signed by the cluster CA authenticate first (CN is the user, each O a
 group; see ``x509_user``). Then bearer tokens, as with kube-apiserver's token authenticators:
 static tokens (the admin token in the kubeconfig, the agents' node token, and an optional
-``--token-auth-file`` CSV ``token,user,uid,"group1,group2"``), bootstrap tokens (``<id>.<secret>``, Secrets of type bootstrap.kubernetes.io/token in
-kube-system, with which agents ask for their client certificate), and ServiceAccount tokens —
+``--token-auth-file`` CSV ``token,user,uid,"group1,group2"``), bootstrap tokens
+(``<id>.<secret>``, Secrets of type bootstrap.kubernetes.io/token in kube-system, with which
+agents ask for their client certificate), and ServiceAccount tokens —
 JWTs this server issues through the TokenRequest API (``kubectl create token``, and the
 kubelet for the token it mounts in pods). Key design choice: the JWTs are signed with HMAC-
 SHA256 and a secret of this server (``pki/sa.secret``), not RS256: only this apiserver ever

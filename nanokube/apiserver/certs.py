@@ -43,7 +43,9 @@ def ensure_pki(pki_dir: Path, *, ips: list[str], dns: list[str]) -> dict[str, Pa
     pki_dir.mkdir(parents=True, exist_ok=True)
     ca_crt, ca_key = pki_dir / "ca.crt", pki_dir / "ca.key"
     crt, key = pki_dir / "apiserver.crt", pki_dir / "apiserver.key"
+    made: list[Path] = []
     if not ca_crt.exists():
+        made += [ca_crt, ca_key]
         _run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
              "-keyout", str(ca_key), "-out", str(ca_crt), "-days", "3650", "-subj", "/CN=nanokube-ca")
     sans = ",".join([f"IP:{i}" for i in ips] + [f"DNS:{d}" for d in dns])
@@ -58,9 +60,11 @@ def ensure_pki(pki_dir: Path, *, ips: list[str], dns: list[str]) -> dict[str, Pa
             _run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
                  "-CAcreateserial", "-out", str(crt), "-days", "3650", "-extfile", str(ext))
         stamp.write_text(sans)
+        made += [crt, key, stamp]
     for p in (ca_key, key):
         p.chmod(0o600)
-    durable(ca_crt, ca_key, crt, key, stamp)
+    if made:  # only what this start wrote: a restart pays no fsyncs
+        durable(*made)
     return {"ca": ca_crt, "ca_key": ca_key, "cert": crt, "key": key}
 
 

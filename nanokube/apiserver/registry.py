@@ -154,20 +154,17 @@ class Filter:
     """A compiled label + field selector for one resource; a field the resource cannot be
     selected by is a 400, as upstream ("field label not supported")."""
 
-    def __init__(self, label_selector: str | None, field_selector: str | None, r: Resource | None = None):
+    def __init__(self, label_selector: str | None, field_selector: str | None, r: Resource):
         try:
             self.labels = parse_label_selector(label_selector) if label_selector else None
         except ValueError as e:
             raise bad_request(f"unable to parse requirement: {e}") from None
-        known = field_labels(r) if r is not None else None
+        known = field_labels(r)
         self.fields = []
         for f, op, v in parse_field_selector(field_selector):
-            if known is None:
-                self.fields.append((f, op, v, ""))
-            elif f in known:
-                self.fields.append((known[f][0], op, v, known[f][1]))
-            else:
+            if f not in known:
                 raise bad_request(f"field label not supported: {f}")
+            self.fields.append((known[f][0], op, v, known[f][1]))
 
     def __call__(self, obj: Obj | None) -> bool:
         if obj is None:
@@ -241,10 +238,7 @@ class Registry:
         snapshots, so pages may reflect changes made in between)."""
         r = self._res(plural)
         flt = Filter(label_selector, field_selector, r)
-        if as_json:
-            items, rev = self.store.list_json(self.prefix(r, namespace))
-        else:
-            items, rev = self.store.list(self.prefix(r, namespace))
+        items, rev = self.store.list(self.prefix(r, namespace), as_json=as_json)
         if continue_token:
             try:
                 start = json.loads(base64.urlsafe_b64decode(continue_token.encode()))["start"]
@@ -252,7 +246,7 @@ class Registry:
                 raise bad_request("continue key is not valid: incorrect encoded start resourceVersion "
                                   "(version meta.k8s.io/v1)") from None
             items = [it for it in items if it[0] > start]
-        matched = [(k, raw if as_json else v) for k, v, raw in items if flt(v)]
+        matched = [(k, third if as_json else v) for k, v, third in items if flt(v)]
         md: Obj = {"resourceVersion": str(rev)}
         if limit and limit > 0 and len(matched) > limit:
             md["continue"] = base64.urlsafe_b64encode(json.dumps({"rv": rev, "start": matched[limit - 1][0]}).encode()).decode()

@@ -6,6 +6,7 @@ Recording never raises: an event is a log line, not part of the work.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import logging
@@ -59,12 +60,11 @@ class Recorder:
 
     def __init__(self, client: Any, *, component: str, host: str | None = None, limit: int = 1000):
         self.client, self.component, self.host = client, component, host
-        self._queue: Any = None
-        self._task: Any = None
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
         self.limit = limit
 
     def record(self, obj: dict[str, Any], *, reason: str, message: str, type: str = "Normal") -> None:
-        import asyncio
         if self._queue is None:
             self._queue = asyncio.Queue()
         if self._queue.qsize() >= self.limit:  # the API is not keeping up: drop, as upstream's recorder does

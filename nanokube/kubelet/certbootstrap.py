@@ -53,14 +53,9 @@ async def client_certificate(server: str, *, ca_file: Path, bootstrap_token: str
             try:
                 await client.create("certificatesigningrequests", csr)
                 break
-            except ApiError as e:
-                if e.code == 409:  # our own (random) name: an earlier attempt got through
+            except (ApiError, OSError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+                if isinstance(e, ApiError) and e.code == 409:  # our own (random) name: an earlier attempt got through
                     break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"could not request a client certificate: {e}") from e
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as e:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"could not request a client certificate: {e}") from e
                 await asyncio.sleep(delay)

@@ -143,17 +143,12 @@ class Store:
         e = self._data.get(key)
         return (e.value, e.mod_revision) if e else None
 
-    def list(self, prefix: str) -> tuple[list[tuple[str, dict[str, Any], int]], int]:
+    def list(self, prefix: str, *, as_json: bool = False) -> tuple[list[tuple[str, dict[str, Any], Any]], int]:
+        """(key, value, mod revision) under prefix, in key order; with ``as_json`` the third item is
+        the value's compact JSON instead (serialized once per revision, so a LIST response joins
+        strings rather than encoding every object again)."""
         data = self._data
-        items = [(k, data[k].value, data[k].mod_revision) for k in data.under(prefix)]
-        items.sort(key=lambda t: t[0])
-        return items, self._rev
-
-    def list_json(self, prefix: str) -> tuple[list[tuple[str, dict[str, Any], str]], int]:
-        """As ``list``, with each value's compact JSON too (serialized once per revision, so a
-        LIST response joins strings instead of encoding every object again)."""
-        data = self._data
-        items = [(k, data[k].value, data[k].to_json()) for k in data.under(prefix)]
+        items = [(k, data[k].value, data[k].to_json() if as_json else data[k].mod_revision) for k in data.under(prefix)]
         items.sort(key=lambda t: t[0])
         return items, self._rev
 
