@@ -12,10 +12,11 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests import polling
 
 ROOT = Path(__file__).resolve().parents[2]
 NANOKUBE = [sys.executable, "-m", "nanokube"]
@@ -89,17 +90,7 @@ class Cluster:
         return r.stdout if r.returncode == 0 else None
 
     def wait_for(self, what: str, fn, *, timeout: float = 60, interval: float = 0.5):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                last = fn()
-                if last:
-                    return last
-            except AssertionError as e:
-                last = e
-            time.sleep(interval)
-        raise AssertionError(f"timed out waiting for {what}; last: {last!r}\n{self.logs_tail()}")
+        return polling.wait_for(what, fn, timeout=timeout, interval=interval, context=lambda: "\n" + self.logs_tail())
 
     def logs_tail(self) -> str:
         out = []

@@ -12,11 +12,11 @@ import os
 import shlex
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
+from tests import polling
 from .vmhost import BOX_NAME, REPO, VAGRANT_DIR, VAGRANT_HOME, cluster_yaml, parse_names
 
 IPS = {"server": "192.168.56.10", "node1": "192.168.56.11", "node2": "192.168.56.12"}
@@ -72,17 +72,7 @@ def kjson(c, *args: str):
 
 
 def wait_for(what: str, fn, *, timeout: float):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except AssertionError as e:  # a command that failed: retry until the deadline
-            last = e
-        time.sleep(3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    return polling.wait_for(what, fn, timeout=timeout, interval=3)
 
 
 def ssh(c, machine: str, cmd: str, *, check: bool = True):
