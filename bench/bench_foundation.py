@@ -151,7 +151,9 @@ def main() -> None:
         server_pid = int((state / cluster / "pids" / "server.pid").read_text())
         agent_pid = int((state / cluster / "pids" / "node1.pid").read_text())
         srv, agt = mem(server_pid), mem(agent_pid)
-        shims = [p for p in psutil.process_iter(["cmdline"]) if any("shim.py" in a for a in (p.info["cmdline"] or []))
+        # each container's shim: shim.py, which execs the compiled monitor once the container runs
+        shims = [p for p in psutil.process_iter(["cmdline"]) if any(a.endswith(("shim.py", "nk-monitor"))
+                                                                    for a in (p.info["cmdline"] or [])[:3])
                  and str(state) in " ".join(p.info["cmdline"] or [])]
         shim_mem = [mem(p.pid) for p in shims]
     finally:

@@ -31,12 +31,14 @@ def _status(code: int, reason: str, message: str) -> web.Response:
 
 
 def format_line(line: str, *, timestamps: bool) -> tuple[str, str] | None:
-    """A CRI log line → (timestamp, text to print)."""
+    """A CRI log line → (timestamp, text to print); a P(artial) piece of a long line goes on
+    without a newline, so the pieces print as the line they came from."""
     parts = line.rstrip("\n").split(" ", 3)
     if len(parts) < 4:
         return None
-    ts, _stream, _tag, text = parts
-    return ts, (f"{ts} {text}\n" if timestamps else text + "\n")
+    ts, _stream, tag, text = parts
+    end = "" if tag == "P" else "\n"
+    return ts, (f"{ts} {text}{end}" if timestamps else text + end)
 
 
 class KubeletServer:

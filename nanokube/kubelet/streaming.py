@@ -262,7 +262,8 @@ async def _attach_log(ws: web.WebSocketResponse, log_path: Path, running: Callab
             if line:
                 parts = line.rstrip(b"\n").split(b" ", 3)
                 if len(parts) == 4:
-                    await ws.send_bytes(bytes([STDERR if parts[1] == b"stderr" else STDOUT]) + parts[3] + b"\n")
+                    end = b"" if parts[2] == b"P" else b"\n"
+                    await ws.send_bytes(bytes([STDERR if parts[1] == b"stderr" else STDOUT]) + parts[3] + end)
                 continue
             if not await running():
                 break

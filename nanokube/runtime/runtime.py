@@ -20,6 +20,7 @@ from pathlib import Path
 
 from nanokube.host.cgroups import CgroupDriver, kill_all
 from nanokube.host.process import alive
+from . import monitor
 from .images import Image, ImageStore
 
 SHIM = Path(__file__).with_name("shim.py")
@@ -88,6 +89,7 @@ class Runtime:
         self.cgroups = cgroups
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._shims: dict[str, subprocess.Popen] = {}
+        self.monitor = monitor.binary(self.state_dir)  # the shim's compiled half (None: Python only)
 
     def dir(self, id: str) -> Path:
         return self.state_dir / id
@@ -133,7 +135,7 @@ class Runtime:
             "cgroup_procs": procs, "oom_files": ooms,
             "stdin": cfg.stdin, "stdinOnce": cfg.stdin_once, "tty": cfg.tty, "security": cfg.security,
             "oom_score_adj": cfg.oom_score_adj, "log_max_bytes": cfg.log_max_bytes, "log_max_files": cfg.log_max_files,
-            "pid_ns": cfg.pid_ns,
+            "pid_ns": cfg.pid_ns, "monitor": self.monitor,
         }
         (d / "config.json").write_text(json.dumps(shim_cfg))
         (d / "meta.json").write_text(json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("env", "mounts")}))
@@ -230,7 +232,8 @@ class Runtime:
         if not (pidf.exists() and alive(int(pidf.read_text()))):
             d.mkdir(parents=True, exist_ok=True)
             pidf.unlink(missing_ok=True)
-            subprocess.run([sys.executable, "-S", str(SHIM), "--pause", str(d), netns_path or ""], check=True,
+            subprocess.run([sys.executable, "-S", str(SHIM), "--pause", str(d), netns_path or "", self.monitor or ""],
+                           check=True,
                            stdin=subprocess.DEVNULL, capture_output=True, timeout=10, start_new_session=True)
         if cgroup:  # in the pod's cgroup, so that tearing the pod (or the cluster) down ends it too
             self.cgroups.create(cgroup)

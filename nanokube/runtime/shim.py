@@ -8,7 +8,10 @@ joins the pod's network namespace, unshares a pid namespace and forks the contai
 node made with mknod cannot be opened), pivots into it, drops capabilities, sets
 no_new_privs and execs. The shim writes ``pid`` and ``started``, copies stdout/stderr into
 the log in CRI format, and when the container exits writes ``exit.json`` — so a restarted
-kubelet can find running containers and learn how finished ones ended.
+kubelet can find running containers and learn how finished ones ended. Once the container
+runs, the shim normally execs the compiled monitor (monitor.c, ``cfg["monitor"]``), which does
+that copying and waiting for the rest of the container's life at a fraction of CPython's
+memory; the Python loop below remains for hosts without a C compiler.
 
 A container with ``stdin`` or ``tty`` (``kubectl run -it``) gets a pipe or a pseudo-terminal
 (opened inside the container's own devpts and handed to the shim over a socketpair) as its
@@ -176,6 +179,7 @@ def container_init(cfg, out_w, err_w, go_r, stdin_r=None, pty_sock=None):
             os.dup2(err_w, 2)
         set_oom_score_adj(cfg.get("oom_score_adj"))
         drop_privileges(sec)
+        default_signals()
         env = dict(cfg["env"])
         os.execvpe(cfg["argv"][0], cfg["argv"], env)
     except FileNotFoundError as e:
@@ -310,6 +314,13 @@ def rotate(log, path, max_files):
     return open(path, "ab", buffering=0)
 
 
+def default_signals():
+    """CPython ignores SIGPIPE and SIGXFSZ, and exec keeps what is ignored: a container's
+    process starts with every signal at its default, as under any other runtime."""
+    for s in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(s, signal.SIG_DFL)
+
+
 def set_oom_score_adj(value):
     """The QoS class's OOM score; lowering it needs CAP_SYS_RESOURCE, which some hosts (and
     sandboxes) do not give even to root: then the container keeps the inherited score."""
@@ -375,6 +386,7 @@ def exec_in(d, argv):
                 os.chdir("/")
             set_oom_score_adj(cfg.get("oom_score_adj"))  # the container's, not the agent's
             drop_privileges(cfg.get("security") or {})
+            default_signals()
             os.execvpe(argv[0], argv, dict(cfg["env"]))
         except FileNotFoundError:
             os.write(2, f'exec: "{argv[0]}": executable file not found in $PATH\n'.encode())
@@ -393,7 +405,21 @@ def exec_in(d, argv):
     return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
-def pause(d, netns):
+def become_monitor(cfg, pid, out_r, err_r, master, stdin_fd, attach):
+    """Exec the compiled monitor (monitor.c) in this process: it inherits the container as its
+    child and the descriptors passed, and does the rest of the shim's life — log copy and
+    rotation, attach.sock, exit.json — in a few hundred kilobytes instead of CPython's ~5 MB."""
+    fds = [out_r, err_r, master, stdin_fd, attach.sock.fileno() if attach else None]
+    for fd in fds:
+        if fd is not None:
+            os.set_inheritable(fd, True)
+    argv = [cfg["monitor"], cfg["dir"], str(pid), *("-1" if fd is None else str(fd) for fd in fds),
+            "1" if cfg.get("stdinOnce") else "0", cfg["log"], str(cfg.get("log_max_bytes", 10 << 20)),
+            str(cfg.get("log_max_files", 5)), str(cfg.get("oom_before", 0)), *cfg.get("oom_files", [])]
+    os.execv(argv[0], argv)
+
+
+def pause(d, netns="", monitor=""):
     """A pod's shared pid namespace (shareProcessNamespace): pid 1 there does nothing but reap
     the orphans of the pod's containers, as Kubernetes' pause container does."""
     if netns:
@@ -409,6 +435,8 @@ def pause(d, netns):
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
+        if monitor:
+            os.execv(monitor, [monitor, "--pause"])
         for s in (signal.SIGINT, signal.SIGHUP):
             signal.signal(s, signal.SIG_IGN)
         # a handler, so that signal.pause() returns when a later orphan exits (SIGCHLD's
@@ -430,7 +458,7 @@ def main():
     if sys.argv[1] == "--exec":
         sys.exit(exec_in(sys.argv[2], sys.argv[4:]))
     if sys.argv[1] == "--pause":
-        sys.exit(pause(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else ""))
+        sys.exit(pause(*sys.argv[2:5]))
     d = sys.argv[1]
     with open(f"{d}/config.json") as f:
         cfg = json.load(f)
@@ -486,6 +514,8 @@ def main():
     with open(f"{d}/pid.tmp", "w") as f:
         f.write(f"{pid} {now()}")
     os.rename(f"{d}/pid.tmp", f"{d}/pid")
+    if cfg.get("monitor"):
+        become_monitor(cfg, pid, out_r, err_r, master, master if master is not None else in_w, attach)
     # The shim ignores the signals meant for the container (stop() signals the container itself).
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, signal.SIG_IGN)

@@ -47,7 +47,7 @@ def snapshot() -> dict[str, set[str]]:
             except OSError:
                 continue
             if "nanokube" in cmd and (" server" in cmd or " agent" in cmd or "runtime.shim" in cmd
-                                      or "runtime/shim.py" in cmd):
+                                      or "runtime/shim.py" in cmd or "nk-monitor" in cmd):
                 procs.add(f"{d.name} {cmd}")
     return {
         "netns": {l.split()[0] for l in lines("ip", "netns", "list") if l.startswith("nk")},

@@ -38,11 +38,13 @@ def test_init_containers_run_in_order_then_app(cluster):
           - {name: second, image: busybox, command: ["sh", "-c", "echo second $(cut -d' ' -f1 /proc/uptime) >> /work/log"],
              volumeMounts: [{name: shared, mountPath: /work}]}
           containers:
-          - {name: app, image: busybox, command: ["sh", "-c", "echo app $(cut -d' ' -f1 /proc/uptime) >> /work/log; cat /work/log"],
+          - {name: app, image: busybox, command: ["sh", "-c", "echo app $(cut -d' ' -f1 /proc/uptime) >> /work/log; cat /work/log; head -c 40000 /dev/zero | tr '\\\\0' y; echo"],
              volumeMounts: [{name: shared, mountPath: /work}]}
         """)
     cluster.wait_for("inits pod done", lambda: status(cluster, "inits").get("phase") == "Succeeded", timeout=60)
     lines = [l.split() for l in cluster.kubectl("logs", "inits").stdout.splitlines()]
+    assert lines[-1] == ["y" * 40000]  # a long line is logged in 16 KiB pieces; kubectl logs joins them
+    lines = lines[:-1]
     assert [l[0] for l in lines] == ["first", "second", "app"]
     stamps = [float(l[1]) for l in lines]
     assert stamps == sorted(stamps) and stamps[1] - stamps[0] >= 1.0

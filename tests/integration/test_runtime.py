@@ -102,3 +102,41 @@ async def test_logs_rotate_by_size(env):
     assert last.endswith("F line-2999")  # the current file ends with the last line
     older = log.with_name(log.name + ".1").read_text().splitlines()
     assert int(older[-1].split("line-")[1]) + 1 == int(log.read_text().splitlines()[0].split("line-")[1])  # no gap
+
+
+async def test_monitor_runs_the_container_life(env):
+    """Once the container runs, its shim is the compiled monitor (monitor.c), not CPython; it
+    splits lines over 16 KiB into P(artial) CRI pieces and writes a last line without newline;
+    the container starts with no signal ignored (CPython ignores SIGPIPE and SIGXFSZ)."""
+    rt = env[0]
+    assert rt.monitor
+    c = cfg(env, "mon" + secrets.token_hex(3), ["sh", "-c", "grep SigIgn /proc/self/status; "
+                                                "head -c 40000 /dev/zero | tr '\\0' x; echo; printf tail; sleep 2"])
+    await rt.start(c)
+    shim_pid = int((rt.dir(c.id) / "shim.pid").read_text())
+    for _ in range(100):  # the shim execs the monitor right after writing the container's pid
+        exe = os.readlink(f"/proc/{shim_pid}/exe")
+        if exe == rt.monitor:
+            break
+        await asyncio.sleep(0.01)
+    assert exe == rt.monitor
+    await until_exited(rt, c.id)
+    lines = [l.split(" ", 3) for l in rt.log_path(c.id).read_text().splitlines()]
+    assert lines[0][3] == "SigIgn:\t0000000000000000"
+    assert [(s, t, len(x)) for _, s, t, x in lines[1:]] == [
+        ("stdout", "P", 16384), ("stdout", "P", 16384), ("stdout", "F", 40000 - 2 * 16384), ("stdout", "F", 4)]
+    assert lines[-1][3] == "tail"
+
+
+async def test_python_only_shim_without_the_monitor(env):
+    """Hosts without a C compiler keep the whole shim in Python: same log and exit status."""
+    rt = env[0]
+    rt.monitor = None
+    c = cfg(env, "py" + secrets.token_hex(3), ["sh", "-c", "echo hi; sleep 0.5; printf tail >&2; exit 3"])
+    await rt.start(c)
+    shim_pid = int((rt.dir(c.id) / "shim.pid").read_text())
+    assert "python" in os.path.basename(os.readlink(f"/proc/{shim_pid}/exe"))
+    st = await until_exited(rt, c.id)
+    assert (st.exit_code, st.reason) == (3, "Error")
+    assert [l.split(" ", 3)[1:] for l in rt.log_path(c.id).read_text().splitlines()] == [
+        ["stdout", "F", "hi"], ["stderr", "F", "tail"]]

@@ -152,9 +152,11 @@ def test_port_forward_unreachable_port(cluster):
 def test_run_it_attaches_to_the_containers_own_tty(cluster):
     kubectl = " ".join(cluster._base("kubectl")) + " -- run -it --rm --restart=Never --pod-running-timeout=3m it1 --image=busybox -- sh"
     # The input waits a moment: what is typed before kubectl has attached is not seen, as upstream.
-    p = subprocess.run(["sh", "-c", f"(sleep 10; printf 'echo hi-$((6*7))\\ntty\\nexit 3\\n') | script -qec '{kubectl}' /dev/null"],
+    # kubectl sends the terminal's size; the shim sets it on the container's tty
+    p = subprocess.run(["sh", "-c", f"(sleep 10; printf 'echo hi-$((6*7))\\ntty\\nstty size\\nexit 3\\n') | "
+                        f"script -qec 'stty cols 97 rows 31; {kubectl}' /dev/null"],
                        capture_output=True, text=True, timeout=240)
-    assert "hi-42" in p.stdout and "/dev/pts/0" in p.stdout, p.stdout + p.stderr
+    assert "hi-42" in p.stdout and "/dev/pts/0" in p.stdout and "31 97" in p.stdout, p.stdout + p.stderr
     assert p.returncode == 3, p.stdout
     cluster.wait_for("--rm to delete the pod", lambda: cluster.kubectl("get", "pod", "it1", check=False).returncode != 0)
 

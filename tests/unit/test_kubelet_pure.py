@@ -103,3 +103,11 @@ async def test_event_recorder_writes_in_order_off_the_callers_path():
     assert asyncio.get_running_loop().time() - t0 < 0.01 and c.created == []  # nothing waited for the API
     await asyncio.wait_for(r._task, 2)
     assert c.created == ["Pulled", "Created", "Started"]
+
+
+def test_log_pieces_of_a_long_line_print_as_one():
+    from nanokube.kubelet.server import format_line
+    p = format_line("2026-01-01T00:00:00.000000001Z stdout P abc\n", timestamps=False)
+    f = format_line("2026-01-01T00:00:00.000000002Z stdout F def\n", timestamps=False)
+    assert p[1] + f[1] == "abcdef\n"
+    assert format_line("2026-01-01T00:00:00.000000002Z stderr F \n", timestamps=True)[1] == "2026-01-01T00:00:00.000000002Z \n"

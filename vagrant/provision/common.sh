@@ -8,7 +8,7 @@ wheels="${1:-}"
 src=/nanokube
 
 # -- packages (the offline box has them all; an online box gets what it lacks) -----------------
-PKGS=(python3 python3-venv iptables conntrack busybox-static rsync kmod iproute2 procps)
+PKGS=(python3 python3-venv iptables conntrack busybox-static rsync kmod iproute2 procps gcc libc6-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
