@@ -139,7 +139,7 @@ static void copy_lines(struct stream *s, const char *data, size_t n) {
         const char *nl = memchr(data, '\n', n);
         size_t seg = nl ? (size_t)(nl - data) : n;
         size_t room = MAX_LINE - s->plen;
-        if (seg >= room) { /* the line is too long: out goes a partial piece */
+        if (seg > room || (seg == room && !nl)) { /* the line is too long: out goes a partial piece */
             memcpy(s->partial + s->plen, data, room);
             log_line(s->name, 'P', s->partial, MAX_LINE);
             s->plen = 0;
