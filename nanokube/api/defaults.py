@@ -44,6 +44,8 @@ def pod_spec(spec: Obj) -> None:
         _container(c)
     for c in spec.get("containers") or []:
         _container(c)
+    for c in spec.get("ephemeralContainers") or []:
+        _container(c)
     spec.setdefault("tolerations", [])
     if spec.get("serviceAccountName") is None:
         spec["serviceAccountName"] = spec.get("serviceAccount") or "default"

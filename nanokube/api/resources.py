@@ -56,7 +56,7 @@ def _add(r: Resource) -> None:
 
 _add(Resource("namespaces", "Namespace", "", "v1", False, ("ns",), ("status", "finalize")))
 _add(Resource("nodes", "Node", "", "v1", False, ("no",), ("status", "proxy")))
-_add(Resource("pods", "Pod", "", "v1", True, ("po",), ("status", "binding", "log", "exec", "attach", "portforward", "eviction", "proxy"), categories=("all",)))
+_add(Resource("pods", "Pod", "", "v1", True, ("po",), ("status", "binding", "log", "exec", "attach", "portforward", "eviction", "proxy", "ephemeralcontainers"), categories=("all",)))
 _add(Resource("services", "Service", "", "v1", True, ("svc",), ("status", "proxy"), categories=("all",)))
 _add(Resource("endpoints", "Endpoints", "", "v1", True, ("ep",)))
 _add(Resource("endpointslices", "EndpointSlice", "discovery.k8s.io", "v1", True))

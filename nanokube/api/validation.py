@@ -173,6 +173,7 @@ def check_pod_spec(causes: Causes, spec: Obj, path: str) -> None:
         _check_container(causes, c, f"{path}.initContainers[{i}]", names)
     for i, c in enumerate(containers or []):
         _check_container(causes, c, f"{path}.containers[{i}]", names)
+    _check_ephemeral(causes, spec, path, names)
     host_ports: set[str] = set()  # AccumulateUniqueHostPorts: a hostPort/protocol once per pod
     for kind in ("initContainers", "containers"):
         for i, c in enumerate(spec.get(kind) or []):
@@ -196,6 +197,50 @@ def check_pod_spec(causes: Causes, spec: Obj, path: str) -> None:
 
 def _pod(causes: Causes, o: Obj) -> None:
     check_pod_spec(causes, o.get("spec") or {}, "spec")
+
+
+# What a debugging container may not have: it adds no ports, no resources, is never probed or restarted.
+EPHEMERAL_FORBIDDEN = ("ports", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "resources",
+                       "resizePolicy", "restartPolicy")
+
+
+def _check_ephemeral(causes: Causes, spec: Obj, path: str, names: set[str]) -> None:
+    """spec.ephemeralContainers (kubectl debug): names unique among all the pod's containers,
+    only fields a debugging container may set, a target that is one of the pod's containers."""
+    targets = {c.get("name") for k in ("containers", "initContainers") for c in spec.get(k) or []}
+    for i, c in enumerate(spec.get("ephemeralContainers") or []):
+        p = f"{path}.ephemeralContainers[{i}]"
+        _check_container(causes, c, p, names)
+        for f in EPHEMERAL_FORBIDDEN:
+            if c.get(f):
+                _forbidden(causes, f"{p}.{f}", "cannot be set for an Ephemeral Container")
+        t = c.get("targetContainerName")
+        if t and t not in targets:
+            causes.append({"reason": "FieldValueNotFound", "message": f"Not found: {_fmt(t)}",
+                           "field": f"{p}.targetContainerName"})
+
+
+def pod_create(o: Obj) -> Causes:
+    """What only a pod's creation may not have: ephemeral containers come through their subresource."""
+    causes: Causes = []
+    if (o.get("spec") or {}).get("ephemeralContainers"):
+        _forbidden(causes, "spec.ephemeralContainers", "cannot be set on create")
+    return causes
+
+
+def ephemeral_update(old: Obj, new: Obj) -> Causes:
+    """The ephemeralcontainers subresource only adds: an existing one is never removed or changed."""
+    causes: Causes = []
+    have = {c.get("name"): c for c in (old.get("spec") or {}).get("ephemeralContainers") or []}
+    want = (new.get("spec") or {}).get("ephemeralContainers") or []
+    names = [c.get("name") for c in want]
+    for name, c in have.items():
+        if name not in names:
+            _forbidden(causes, "spec.ephemeralContainers", f"existing ephemeral containers {_fmt(name)} may not be removed")
+        elif want[names.index(name)] != c:
+            _forbidden(causes, f"spec.ephemeralContainers[{names.index(name)}]",
+                       f"existing ephemeral containers {_fmt(name)} may not be changed")
+    return causes
 
 
 def _selector_matches_template(causes: Causes, o: Obj, *, required_selector: bool) -> None:

@@ -526,12 +526,14 @@ class ApiServer:
         name = pod["metadata"]["name"]
         containers = [c["name"] for c in pod["spec"].get("containers", [])]
         inits = [c["name"] for c in pod["spec"].get("initContainers") or []]
+        ephemeral = [c["name"] for c in pod["spec"].get("ephemeralContainers") or []]
         if not container:
             if len(containers) != 1:
                 raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
-                                  f"[{' '.join(containers)}]" + (f" or one of the init containers: [{' '.join(inits)}]" if inits else ""))
+                                  f"[{' '.join(containers)}]" + (f" or one of the init containers: [{' '.join(inits)}]" if inits else "")
+                                  + (f" or one of the ephemeral containers: [{' '.join(ephemeral)}]" if ephemeral else ""))
             container = containers[0]
-        elif container not in containers + inits:
+        elif container not in containers + inits + ephemeral:
             raise bad_request(f"container {container} is not valid for pod {name}")
         if not pod["spec"].get("nodeName"):
             raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating')

@@ -296,8 +296,10 @@ class Registry:
                               + "; ".join(errs[:5]))
         return obj
 
-    def _validate(self, r: Resource, obj: Obj) -> None:
+    def _validate(self, r: Resource, obj: Obj, *, create: bool = False) -> None:
         causes = validation.validate(r.plural, obj)
+        if create and r.plural == "pods":
+            causes += validation.pod_create(obj)
         if causes:
             raise Invalid(r.kind, (obj.get("metadata") or {}).get("name") or "", causes, group=r.group)
 
@@ -333,7 +335,7 @@ class Registry:
             self._admit_claim(obj)
         if plural == "ingresses":
             self._admit_ingress(obj)
-        self._validate(r, obj)
+        self._validate(r, obj, create=True)
         if plural == CSR:
             self._check_csr(r, obj)
         async with self._lock:
@@ -415,6 +417,14 @@ class Registry:
             new = copy.deepcopy(old)
             new.setdefault("status", {})["conditions"] = (obj.get("status") or {}).get("conditions") or []
             _keep_conditions(new, old, lambda t: t not in validation.CSR_DECISIONS)
+        elif subresource == "ephemeralcontainers" and r.plural == "pods":
+            new = copy.deepcopy(old)  # only the list of ephemeral containers changes here
+            new["spec"]["ephemeralContainers"] = (obj.get("spec") or {}).get("ephemeralContainers") or []
+            defaults.pod_spec(new["spec"])
+            causes = validation.ephemeral_update(old, new)
+            if causes:
+                raise Invalid(r.kind, name, causes, group=r.group)
+            self._validate(r, new)
         elif subresource not in (None, ""):
             raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
         else:

@@ -292,15 +292,18 @@ class Kubelet:
             v.sidecar = sidecar
             init_views.append(v)
             initialized = podstatus.init_done(v)
-        views = []
+        views, ephemeral = [], []
         for c in pod["spec"].get("containers") or []:
             if initialized:
                 views.append(await self._sync_container(pod, track, c, net))
             else:
                 views.append(podstatus.ContainerView(name=c["name"], image=c.get("image", ""),
                                                      state={"waiting": {"reason": "PodInitializing"}}))
+        # Ephemeral containers (kubectl debug) join a running pod; they never restart.
+        for c in pod["spec"].get("ephemeralContainers") or [] if initialized else []:
+            ephemeral.append(await self._sync_container(pod, track, c, net, policy="Never"))
         new_status = podstatus.compute(pod, views, pod_ip=track.pod_ip, host_ip=self.node_ip, now=_now(),
-                                       start_time=track.start_time, init_views=init_views)
+                                       start_time=track.start_time, init_views=init_views, ephemeral_views=ephemeral)
         await self._write_status(pod, new_status)
 
     async def _volumes(self, pod: Obj) -> dict[str, str]:
@@ -547,9 +550,7 @@ class Kubelet:
             mounts=[Mount(str(files / "hosts"), "/etc/hosts"), Mount(str(files / "resolv.conf"), "/etc/resolv.conf"),
                     Mount(str(files / "hostname"), "/etc/hostname")] + vol_mounts,
             stdin=bool(c.get("stdin")), stdin_once=bool(c.get("stdinOnce")), tty=bool(c.get("tty")),
-            pid_ns=(await asyncio.to_thread(self.runtime.pause_pid_ns, md["uid"], net.netns_path or None,
-                                            cgroup=self._pod_cgroup(md["uid"]))
-                    if pod["spec"].get("shareProcessNamespace") else None),
+            pid_ns=await self._pid_ns(pod, track, c, net),
             security=sec, oom_score_adj=podspec.oom_score_adj(pod, c, memory_capacity=podspec.bytes_(self.capacity["memory"])),
             **podspec.resources(c))
         if attempt == 0:
@@ -588,6 +589,20 @@ class Kubelet:
         if st.state != "running":
             self.queue.add(key_of(pod))
         return view
+
+    async def _pid_ns(self, pod: Obj, track: PodTrack, c: Obj, net: Any) -> str | None:
+        """The pid namespace a container joins: the pod's (its pause process's) with
+        shareProcessNamespace; an ephemeral container's target container's; else its own (None)."""
+        uid = pod["metadata"]["uid"]
+        if pod["spec"].get("shareProcessNamespace"):
+            return await asyncio.to_thread(self.runtime.pause_pid_ns, uid, net.netns_path or None,
+                                           cgroup=self._pod_cgroup(uid))
+        target = track.containers.get(c.get("targetContainerName") or "")
+        if target is not None and target.attempt >= 0:
+            st = await self.runtime.status(podspec.container_id(uid, c["targetContainerName"], target.attempt))
+            if st.state == "running" and st.pid:
+                return f"/proc/{st.pid}/ns/pid"
+        return None
 
     def _pod_files(self, pod: Obj, ip: str) -> Path:
         d = self.state_dir / "pods" / pod["metadata"]["uid"]

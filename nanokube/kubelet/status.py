@@ -72,7 +72,8 @@ def init_done(v: ContainerView) -> bool:
 
 
 def compute(pod: Obj, views: list[ContainerView], *, pod_ip: str | None, host_ip: str, now: str,
-            start_time: str | None, init_views: list[ContainerView] | None = None) -> Obj:
+            start_time: str | None, init_views: list[ContainerView] | None = None,
+            ephemeral_views: list[ContainerView] | None = None) -> Obj:
     old = pod.get("status") or {}
     old_conds = {c["type"]: c for c in old.get("conditions") or []}
     init_views = init_views or []
@@ -119,6 +120,8 @@ def compute(pod: Obj, views: list[ContainerView], *, pod_ip: str | None, host_ip
         status["initContainerStatuses"] = [container_status(v) for v in init_views]
         for s_, v in zip(status["initContainerStatuses"], init_views):
             s_["ready"] = _ready(v) if v.sidecar else init_done(v)
+    if ephemeral_views:  # never ready: they serve no traffic and are not the pod's readiness
+        status["ephemeralContainerStatuses"] = [{**container_status(v), "ready": False} for v in ephemeral_views]
     if pod_ip:
         status["podIP"] = pod_ip
         status["podIPs"] = [{"ip": pod_ip}]

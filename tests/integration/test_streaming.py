@@ -8,7 +8,9 @@ attach: an interactive container's own stdin and tty (``kubectl run -it --rm``),
 kubectl port-forward runs in the cluster's host-side namespace, and so does the client."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import textwrap
@@ -177,3 +179,23 @@ def test_run_i_pipes_stdin_and_attach_follows_output(cluster):
     ticks = [int(l.split("-")[1]) for l in out.split() if l.startswith("tick-")]
     assert len(ticks) >= 3 and ticks == sorted(ticks), out  # live output, not the log's beginning
     assert ticks[0] > 1
+
+
+def test_debug_ephemeral_container_shares_the_target_processes(cluster):
+    """The "Debug Running Pods" tutorial: ``kubectl debug -it POD --image=busybox --target=C``
+    adds an ephemeral container that sees C's processes, attaches to it, and it is never restarted."""
+    cluster.kubectl("run", "eph-demo", "--image=busybox", "--restart=Never", "--", "sleep", "3600")
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/eph-demo", "--timeout=60s")
+    kubectl = " ".join(cluster._base("kubectl")) + " -- debug -it eph-demo --image=busybox --target=eph-demo --container=dbg"
+    p = subprocess.run(["sh", "-c", f"(sleep 10; printf 'ps -o pid,args\\necho dbg-$((6*7))\\nexit 5\\n') | "
+                        f"script -qec '{kubectl}' /dev/null"], capture_output=True, text=True, timeout=240)
+    assert "dbg-42" in p.stdout, p.stdout + p.stderr
+    assert re.search(r"^\s*1 sleep 3600", p.stdout.replace("\r", ""), re.M), p.stdout  # the target's pid 1
+    def ended():
+        pod = json.loads(cluster.kubectl("get", "pod", "eph-demo", "-o", "json").stdout)
+        return pod if "terminated" in pod["status"]["ephemeralContainerStatuses"][0]["state"] else None
+    pod = cluster.wait_for("the ephemeral container's end in the pod's status", ended, timeout=30)
+    (st,) = pod["status"]["ephemeralContainerStatuses"]
+    assert st["name"] == "dbg" and st["state"]["terminated"]["exitCode"] == 5 and st["restartCount"] == 0
+    assert pod["status"]["phase"] == "Running" and pod["status"]["containerStatuses"][0]["ready"]
+    assert "dbg-42" in cluster.kubectl("logs", "eph-demo", "-c", "dbg").stdout

@@ -194,3 +194,39 @@ async def test_list_serves_the_stored_json_of_the_current_revisions(tmp_path):
     finally:
         await c.close()
         await server.close()
+
+
+async def test_ephemeral_containers_subresource(client):
+    """pods/ephemeralcontainers only adds debugging containers (kubectl debug's strategic merge
+    patch); everything else about them is refused with field paths, and nothing changes."""
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": "busybox"}]}}
+    eph = {"name": "dbg", "image": "busybox", "targetContainerName": "app", "stdin": True, "tty": True}
+    await client.create("serviceaccounts", {"metadata": {"name": "default"}}, namespace="default")
+    with pytest.raises(ApiError) as e:
+        await client.create("pods", {**pod, "spec": {**pod["spec"], "ephemeralContainers": [eph]}}, namespace="default")
+    assert e.value.code == 422 and e.value.details["causes"][0]["field"] == "spec.ephemeralContainers"
+    await client.create("pods", pod, namespace="default")
+    with pytest.raises(ApiError) as e:  # not through the pod itself
+        await client.patch("pods", "p", {"spec": {"ephemeralContainers": [eph]}}, namespace="default", patch_type="strategic")
+    assert e.value.code == 422
+    bad = [({**eph, "ports": [{"containerPort": 80}]}, "spec.ephemeralContainers[0].ports"),
+           ({**eph, "targetContainerName": "nope"}, "spec.ephemeralContainers[0].targetContainerName"),
+           ({**eph, "name": "app"}, "spec.ephemeralContainers[0].name"),
+           ({**eph, "readinessProbe": {"exec": {"command": ["true"]}}}, "spec.ephemeralContainers[0].readinessProbe")]
+    for c, field in bad:
+        with pytest.raises(ApiError) as e:
+            await client.patch("pods", "p", {"spec": {"ephemeralContainers": [c]}}, namespace="default",
+                               subresource="ephemeralcontainers", patch_type="strategic")
+        assert e.value.code == 422 and field in [x["field"] for x in e.value.details["causes"]], e.value.details
+    assert "ephemeralContainers" not in (await client.get("pods", "p", namespace="default"))["spec"]
+    got = await client.patch("pods", "p", {"spec": {"ephemeralContainers": [eph]}}, namespace="default",
+                             subresource="ephemeralcontainers", patch_type="strategic")
+    assert got["kind"] == "Pod" and got["spec"]["ephemeralContainers"][0]["terminationMessagePolicy"] == "File"
+    # added ones are never removed or changed
+    for change in ([], [{**eph, "image": "nginx"}]):
+        cur = await client._do("GET", client._url("pods", "default", "p", "ephemeralcontainers"))
+        cur["spec"]["ephemeralContainers"] = change
+        with pytest.raises(ApiError) as e:
+            await client.update("pods", cur, namespace="default", subresource="ephemeralcontainers")
+        assert e.value.code == 422 and "may not be" in e.value.details["causes"][0]["message"]
+    assert len((await client.get("pods", "p", namespace="default"))["spec"]["ephemeralContainers"]) == 1
