@@ -1,15 +1,18 @@
 """Events: record what happened to an object, as ``kubectl describe`` and ``get events`` show.
 
 Repeats of the same (object, reason, message) within a component bump ``count`` and
-``lastTimestamp`` on one Event instead of creating another, as upstream's recorder does.
+``lastTimestamp`` on one Event instead of creating another, as upstream's recorder does (its
+correlator remembers, per process, which Event a repeat belongs to). An Event is named
+``<object>.<creation time in hex nanoseconds>`` as upstream names them, so a plain ``kubectl get
+events`` — which lists in name order — shows them in the order they happened.
 Recording never raises: an event is a log line, not part of the work.
 """
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
+import time
 from typing import Any
 
 from nanokube.api.errors import ApiError
@@ -21,23 +24,33 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_SEEN: dict[tuple, str] = {}  # (object uid, reason, message, component) → its Event's name
+_SEEN_MAX = 4096              # the oldest are forgotten first: a repeat after that is a new Event
+
+
 async def emit(client: Any, obj: dict[str, Any], *, reason: str, message: str, type: str = "Normal",
                component: str, host: str | None = None) -> None:
     md = obj.get("metadata") or {}
     ns = md.get("namespace") or "default"
-    digest = hashlib.sha1(f"{md.get('uid')}/{reason}/{message}/{component}".encode()).hexdigest()[:10]
-    name = f"{md.get('name')}.{digest}"
+    key = (md.get("uid"), reason, message, component)
     now = _now()
     try:
-        try:
-            ev = await client.get("events", name, namespace=ns)
-            ev["count"] = ev.get("count", 1) + 1
-            ev["lastTimestamp"] = now
-            await client.update("events", ev, namespace=ns)
-            return
-        except ApiError as e:
-            if e.code != 404:
-                raise
+        name = _SEEN.get(key)
+        if name is not None:
+            try:
+                ev = await client.get("events", name, namespace=ns)
+                ev["count"] = ev.get("count", 1) + 1
+                ev["lastTimestamp"] = now
+                await client.update("events", ev, namespace=ns)
+                return
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+        name = f"{md.get('name')}.{time.time_ns():x}"
+        _SEEN.pop(key, None)
+        _SEEN[key] = name
+        while len(_SEEN) > _SEEN_MAX:
+            del _SEEN[next(iter(_SEEN))]
         source = {"component": component, **({"host": host} if host else {})}
         await client.create("events", {
             "apiVersion": "v1", "kind": "Event",

@@ -230,3 +230,16 @@ async def test_ephemeral_containers_subresource(client):
             await client.update("pods", cur, namespace="default", subresource="ephemeralcontainers")
         assert e.value.code == 422 and "may not be" in e.value.details["causes"][0]["message"]
     assert len((await client.get("pods", "p", namespace="default"))["spec"]["ephemeralContainers"]) == 1
+
+
+async def test_events_repeat_into_one_and_list_in_order(tmp_path):
+    from nanokube.client.events import emit
+    from nanokube.client.local import LocalClient
+    c = LocalClient(Registry(MemoryStore(), schemas=load_schemas(tmp_path)))
+    await c.create("namespaces", {"metadata": {"name": "default"}})
+    pod = {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "default", "uid": "u1"}}
+    for reason in ("Scheduled", "Pulled", "Created", "Started", "Pulled"):
+        await emit(c, pod, reason=reason, message=f"{reason} it", component="kubelet")
+    items = (await c.list("events", namespace="default"))["items"]
+    assert [(e["reason"], e["count"]) for e in items] == [("Scheduled", 1), ("Pulled", 2), ("Created", 1), ("Started", 1)]
+    assert all(e["metadata"]["name"].startswith("p.") for e in items)
