@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from nanokube.client.http import HttpClient
+from nanokube.host import iptables
 from nanokube.host.cgroups import detect
 from nanokube.kubelet.certbootstrap import client_certificate
 from nanokube.kubelet.eviction import parse_reserved
@@ -30,6 +31,8 @@ log = logging.getLogger("nanokube.agent")
 
 
 async def run_agent(args: Any) -> None:
+    if getattr(args, "iptables_backend", None):  # before anything reads or writes the node's tables
+        iptables.set_mode(args.iptables_backend)
     try:  # the node agent is the last thing the OOM killer should pick, as upstream's kubelet
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("-999")

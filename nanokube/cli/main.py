@@ -44,6 +44,14 @@ def _eviction_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
                    help=prefix + "the most pods the node takes: its pods capacity (default %(default)s, as upstream)")
 
 
+def _iptables_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
+    """Which kernel API the node's iptables rules go through (kube-proxy and NetworkPolicy alike)."""
+    p.add_argument("--iptables-backend", choices=("legacy", "nft"), default=None,
+                   help=prefix + "iptables-legacy (x_tables; the default, or $NANOKUBE_IPTABLES) or iptables-nft "
+                        "(nf_tables: one endpoint change is a small transaction instead of a rewrite of the "
+                        "whole table). One backend per node: never switch while the node's rules exist")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nanokube", description="A real, miniature Kubernetes for Linux hosts.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--pod-max-pids", type=int, default=1024, metavar="N",
                    help="the most processes a pod may have (its pids cgroup; -1: no limit; default %(default)s)")
     _eviction_args(a)
+    _iptables_args(a)
 
     u = sub.add_parser("up", help="start a local cluster on this host",
                        description="Start a local cluster: one server and N nodes, each node in its own network "
@@ -127,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--hpa-sync-period", type=float, default=15.0, metavar="SECONDS",
                    help="passed to the server: how often HPAs are reconciled (default %(default)s)")
     _eviction_args(u, prefix="passed to every agent: ")
+    _iptables_args(u, prefix="passed to every agent: ")
 
     d = sub.add_parser("down", help="stop a local cluster and remove everything it made")
     d.add_argument("--cluster", default="nanokube")

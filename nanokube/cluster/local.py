@@ -172,11 +172,11 @@ def teardown(cdir: Path, cluster: str) -> None:
 
 # -- commands ------------------------------------------------------------------------------
 def _eviction_argv(args: Any) -> list[str]:
-    """`up`'s allocatable/eviction options, as agent arguments."""
+    """`up`'s allocatable/eviction options (and the iptables backend), as agent arguments."""
     out = ["--eviction-hard", getattr(args, "eviction_hard", "memory.available<100Mi"),
            "--eviction-pressure-transition-period", str(getattr(args, "eviction_pressure_transition_period", 300.0)),
            "--max-pods", str(getattr(args, "max_pods", 110))]
-    for flag in ("system_reserved", "kube_reserved"):
+    for flag in ("system_reserved", "kube_reserved", "iptables_backend"):
         if getattr(args, flag, ""):
             out += ["--" + flag.replace("_", "-"), getattr(args, flag)]
     return out

@@ -3,10 +3,14 @@
 Bursts of changes are batched (``min_sync_period``); each sync renders the ruleset (rules.py,
 pure; a service whose Service and Endpoints resourceVersions are unchanged reuses its cached
 rules) and rewrites only the chains whose rules differ from what this proxier last applied,
-deleting chains no service owns any more. A periodic full resync re-reads the
-kernel's state, which repairs drift and removes stale chains — and on start-up it means live
-rules are never flushed: the first sync is a diff against what is already there, so
-established connections (whose conntrack entries already carry their NAT) are untouched.
+deleting chains no service owns any more. Between full syncs only the chains the render
+reports as touched (services rendered again or gone, and the chains no service owns) are
+compared, so one endpoint change costs a walk over the services' resourceVersions, not a
+diff of every chain. A periodic full resync re-reads the kernel's state, which repairs drift
+and removes stale chains — and on start-up it means live rules are never flushed: the first
+sync is a diff against what is already there, so established connections (whose conntrack
+entries already carry their NAT) are untouched. The jumps from the built-in chains that the
+kernel lacks (checked whenever it is re-read) go into the same restore.
 
 Around the rules: conntrack entries of UDP endpoints that went away are deleted, and the
 load-balancer IPs this node owns (rules.lb_addresses) are kept on its lan interface.
@@ -49,11 +53,13 @@ class Proxier:
         self.nodes.add_handler(on_add=self._changed, on_delete=self._changed,
                                on_update=lambda o, n: rules.node_ready(o) != rules.node_ready(n) and self._changed())
         self._applied: rules.Chains | None = None  # what the kernel has, as far as we know
+        # the unowned chains (rules.Ruleset.loose) of the last applied render; None: diff everything
+        self._loose: set[tuple[str, str]] | None = None
         self.backend = backend or iptables.RestoreBackend()
         self._conntrack_delete = conntrack_delete or conntrack.delete
         self._set_lb = set_lb_addresses or (
             lambda want: netlink.sync_labeled_addresses(node_ips[0], LB_LABEL, want) if node_ips else set())
-        self._parts: dict = {}  # per-service rendered rules, by the objects' resourceVersions
+        self._parts = rules.RenderCache()  # per-service rendered rules, by the objects' resourceVersions
         self._udp: set[rules.UdpFlow] | None = None  # UDP flows of the last applied sync
         self._lb: set[str] | None = None              # LB addresses held after the last sync
         self.syncs = 0
@@ -83,23 +89,31 @@ class Proxier:
         """Render ``services``/``endpoints`` and rewrite only the chains that differ from the
         kernel's (re-read on the first and every full sync); returns chains rewritten or deleted.
         With ``nodes``, also keep this node's load-balancer addresses."""
+        kernel = None
         if full or self._applied is None:
-            self._applied = {k: v for k, v in self.backend.read().items() if k[1].startswith(OUR_PREFIXES)}
+            kernel = self.backend.read()
+            self._applied = {k: v for k, v in kernel.items() if k[1].startswith(OUR_PREFIXES)}
+            self._loose = None
+        applied = self._applied
         rs = rules.render(services, endpoints, cluster_cidr=self.cluster_cidr, node_name=self.node_name,
                           cache=self._parts, pods=pods)
         want = rs.chains
         have = rs.canonical  # how the kernel will print them back
-        changed = {k for k, v in have.items() if self._applied.get(k) != v}
-        stale = {k for k in self._applied if k not in want}
+        if rs.touched is not None and self._loose is not None:
+            # ``applied`` is the previous render: only what it touched can differ
+            maybe = rs.touched | rs.loose | self._loose
+            changed = {k for k in maybe if k in have and applied.get(k) != have[k]}
+            stale = {k for k in maybe if k in applied and k not in want}
+        else:
+            changed = {k for k, v in have.items() if applied.get(k) != v}
+            stale = {k for k in applied if k not in want}
         try:
-            self.backend.apply(want, changed=changed, delete=stale)
-            if full or self.syncs == 0:
-                for table, chain, rule in rules.JUMPS:
-                    self.backend.ensure_jump(table, chain, rule)
+            jumps = self._missing_jumps(kernel) if kernel is not None else []
+            self.backend.apply(want, changed=changed, delete=stale, jumps=jumps)
         except Exception:
-            self._applied = None  # unknown state: re-read next time
+            self._applied = self._loose = None  # unknown state: re-read next time
             raise
-        self._applied = have
+        self._applied, self._loose = have, rs.loose
         self.syncs += 1
         if self._udp is not None:
             for args in rules.stale_udp(self._udp, rs.udp):
@@ -113,6 +127,23 @@ class Proxier:
             if lb != self._lb or full:
                 self._lb = self._set_lb(lb)
         return len(changed) + len(stale)
+
+    def _missing_jumps(self, kernel: rules.Chains) -> list[tuple[str, str, str]]:
+        """rules.JUMPS that the built-in chains of ``kernel`` lack. A jump whose exact text is
+        missing while a rule in that chain jumps to the same target is checked with
+        ``iptables -C`` instead (and inserted if really missing), so that a difference in how
+        some iptables version prints a rule can never insert a copy on every resync."""
+        out = []
+        for table, chain, rule in rules.JUMPS:
+            present = kernel.get((table, chain), [])
+            if rule in present:
+                continue
+            target = rule.rsplit(" -j ", 1)[-1]
+            if any(r.endswith(" -j " + target) or r == "-j " + target for r in present):
+                self.backend.ensure_jump(table, chain, rule)
+            else:
+                out.append((table, chain, rule))
+        return out
 
     async def run(self) -> None:
         infs = (self.services, self.endpoints, self.nodes, self.pods)

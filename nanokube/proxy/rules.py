@@ -49,7 +49,8 @@ JUMPS = [
 
 
 def _hash(s: str) -> str:
-    return base64.b32encode(hashlib.sha256(s.encode()).digest()).decode()[:16]
+    # the first 16 base32 characters encode exactly the first 10 bytes of the digest
+    return base64.b32encode(hashlib.sha256(s.encode()).digest()[:10]).decode()
 
 
 def port_name(namespace: str, name: str, port: str) -> str:
@@ -78,6 +79,13 @@ class Ruleset:
     udp: set["UdpFlow"] = field(default_factory=set)
     # ``chains`` as iptables-save prints them back (what a diff against the kernel compares)
     canonical: Chains = field(default_factory=dict)
+    # With a render cache: the owned chains whose rules may differ from the previous render
+    # with the same cache — those of services rendered again or gone, before and after; every
+    # other owned chain is the same as last time. None without a cache.
+    touched: set[tuple[str, str]] | None = None
+    # the chains no service owns (base chains, hostports): compare them every time, together
+    # with last time's (which the caller remembers)
+    loose: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, table: str, chain: str, rule: str | None = None, *, owner: str | None = None) -> None:
         self.chains.setdefault((table, chain), [])
@@ -133,10 +141,10 @@ class UdpFlow:
 
 
 def _balance(rs: Ruleset, chain: str, spn: str, p: str, targets: list[Endpoint], *, owner: str,
-             affinity: int | None) -> None:
-    """Rules of a KUBE-SVC/KUBE-SVL chain spreading over ``targets`` (and ``recent`` affinity)."""
+             affinity: int | None, seps: list[str]) -> None:
+    """Rules of a KUBE-SVC/KUBE-SVL chain spreading over ``targets`` (their KUBE-SEP chains
+    ``seps``), and ``recent`` affinity."""
     n = len(targets)
-    seps = [sep_chain(spn, p.upper(), t.addr) for t in targets]
     if affinity is not None:
         for t, sep in zip(targets, seps):
             rs.add("nat", chain, f'-m comment --comment "{spn} -> {t.addr}" -m recent --rcheck --seconds {affinity} '
@@ -149,8 +157,7 @@ def _balance(rs: Ruleset, chain: str, spn: str, p: str, targets: list[Endpoint],
             rs.add("nat", chain, f'-m comment --comment "{spn} -> {t.addr}" -j {sep}', owner=owner)
 
 
-def _sep(rs: Ruleset, spn: str, p: str, t: Endpoint, *, owner: str, affinity: int | None) -> None:
-    sep = sep_chain(spn, p.upper(), t.addr)
+def _sep(rs: Ruleset, spn: str, p: str, t: Endpoint, sep: str, *, owner: str, affinity: int | None) -> None:
     if ("nat", sep) in rs.chains:
         return
     rs.add("nat", sep, f'-s {t.ip}/32 -m comment --comment "{spn}" -j KUBE-MARK-MASQ', owner=owner)
@@ -169,6 +176,7 @@ class ServicePart:
     filt_ext: list[str] = field(default_factory=list)
     nodeports: list[str] = field(default_factory=list)
     udp: set["UdpFlow"] = field(default_factory=set)
+    keys: frozenset[tuple[str, str]] = frozenset()    # the chains it owns
 
 
 def render_service(svc: Obj, ep: Obj | None, *, cluster_cidr: str = "10.244.0.0/16",
@@ -215,9 +223,10 @@ def render_service(svc: Obj, ep: Obj | None, *, cluster_cidr: str = "10.244.0.0/
         nat_svc.append(f'-d {ip}/32 -p {p} -m comment --comment "{spn} cluster IP" -m {p} --dport {sp["port"]} -j {svc_c}')
         rs.add("nat", svc_c, f'! -s {cluster_cidr} -d {ip}/32 -p {p} -m comment --comment "{spn} cluster IP" '
                              f'-m {p} --dport {sp["port"]} -j KUBE-MARK-MASQ', owner=owner)
-        _balance(rs, svc_c, spn, p, targets, owner=owner, affinity=affinity)
+        seps = {t.addr: sep_chain(spn, proto.upper(), t.addr) for t in targets}
+        _balance(rs, svc_c, spn, p, targets, owner=owner, affinity=affinity, seps=[seps[t.addr] for t in targets])
         for t in targets:
-            _sep(rs, spn, p, t, owner=owner, affinity=affinity)
+            _sep(rs, spn, p, t, seps[t.addr], owner=owner, affinity=affinity)
         if not external:
             continue
         ext = ext_chain(spn, proto)
@@ -243,7 +252,7 @@ def render_service(svc: Obj, ep: Obj | None, *, cluster_cidr: str = "10.244.0.0/
         if local:
             svl = svl_chain(spn, proto)
             rs.add("nat", ext, f"-j {svl}", owner=owner)
-            _balance(rs, svl, spn, p, local, owner=owner, affinity=affinity)
+            _balance(rs, svl, spn, p, local, owner=owner, affinity=affinity, seps=[seps[t.addr] for t in local])
         else:
             # no local endpoint: outside traffic is dropped, as upstream
             for e in ext_ips:
@@ -254,6 +263,7 @@ def render_service(svc: Obj, ep: Obj | None, *, cluster_cidr: str = "10.244.0.0/
                                 f'--dst-type LOCAL -m {p} --dport {np_} -j DROP')
     part.chains = rs.chains
     part.canonical = canonical_chains(rs.chains)
+    part.keys = frozenset(rs.chains)
     return part
 
 
@@ -298,69 +308,175 @@ def render_hostports(rs: Ruleset, pods: list[Obj]) -> None:
                                      f"{ip}:{port.get('containerPort')}")
 
 
-def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10.244.0.0/16",
-           node_name: str | None = None, cache: dict[tuple[str, str], tuple[tuple, ServicePart]] | None = None,
-           pods: list[Obj] | None = None) -> Ruleset:
-    """All of kube-proxy's chains for ``services``/``endpoints`` as seen from ``node_name``
-    (which decides the local endpoints of ``externalTrafficPolicy: Local`` services).
-    With ``cache`` (kept by the caller between calls), a service whose object and Endpoints
-    have the same resourceVersions as last time is not rendered again. ``pods`` (this node's)
-    add their hostPort rules."""
-    rs = Ruleset()
-    for table, chains in BASE_CHAINS.items():
-        for c in chains:
-            rs.add(table, c)
-    eps = {(e["metadata"].get("namespace"), e["metadata"]["name"]): e for e in endpoints}
-    nat_svc, filt_svc, filt_ext, nodeports = [], [], [], []
-    seen = set()
-    for svc in sorted(services, key=lambda s: (s["metadata"].get("namespace", ""), s["metadata"]["name"])):
-        ns, name = svc["metadata"].get("namespace", "default"), svc["metadata"]["name"]
-        ep = eps.get((ns, name))
-        key = _cache_key(svc, ep, cluster_cidr, node_name) if cache is not None else None
-        hit = cache.get((ns, name)) if cache is not None else None
-        if key is not None and hit is not None and hit[0] == key:
-            part = hit[1]
-        else:
-            part = render_service(svc, ep, cluster_cidr=cluster_cidr, node_name=node_name)
-            if cache is not None and key is not None:
-                cache[(ns, name)] = (key, part)
-        seen.add((ns, name))
-        rs.chains.update(part.chains)
-        rs.canonical.update(part.canonical)
-        if part.chains:
-            rs.owners[f"{ns}/{name}"] = set(part.chains)
+@dataclass
+class RenderCache:
+    """What ``render`` keeps between calls (the caller holds it): each service's rendered part
+    by its objects' resourceVersions, and the last assembled ruleset, so that a call where k
+    services changed costs one pass over the resourceVersions plus the work for those k."""
+    parts: dict[tuple[str, str], tuple[tuple | None, ServicePart]] = field(default_factory=dict)
+    last: Ruleset | None = None
+    # the last ruleset's shared chains (built from every part, in service order) before
+    # hostports were added, and their canonical text
+    shared: Chains = field(default_factory=dict)
+    shared_canonical: Chains = field(default_factory=dict)
+    shared_cidr: str | None = None
+
+
+def _shared_view(part: ServicePart) -> tuple:
+    return part.nat_svc, part.filt_svc, part.filt_ext, part.nodeports
+
+
+def _shared_chains(parts: list[ServicePart], cluster_cidr: str) -> Chains:
+    """The chains no service owns, from every part in service order (hostports aside)."""
+    nat_svc: list[str] = []
+    filt_svc: list[str] = []
+    filt_ext: list[str] = []
+    nodeports: list[str] = []
+    for part in parts:
         nat_svc += part.nat_svc
         filt_svc += part.filt_svc
         filt_ext += part.filt_ext
         nodeports += part.nodeports
-        rs.udp |= part.udp
-    if cache is not None:
-        for k in [k for k in cache if k not in seen]:
-            del cache[k]
-    for r in nat_svc:
-        rs.add("nat", "KUBE-SERVICES", r)
-    rs.add("nat", "KUBE-SERVICES", '-m comment --comment "kubernetes service nodeports; NOTE: this must be the last '
-                                   'rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
-    for r in nodeports:
-        rs.add("nat", "KUBE-NODEPORTS", r)
-    for r in filt_svc:
-        rs.add("filter", "KUBE-SERVICES", r)
-    for r in filt_ext:
-        rs.add("filter", "KUBE-EXTERNAL-SERVICES", r)
-    rs.add("nat", "KUBE-MARK-MASQ", f"-j MARK --set-xmark {MASQ_MARK}/{MASQ_MARK}")
-    rs.add("nat", "KUBE-POSTROUTING", f"-m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN")
-    rs.add("nat", "KUBE-POSTROUTING", f"-j MARK --set-xmark {MASQ_MARK}/0x0")
-    rs.add("nat", "KUBE-POSTROUTING", '-m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully')
-    rs.add("nat", "NANOKUBE-EGRESS", f'-s {cluster_cidr} ! -d {cluster_cidr} -m comment --comment "pod traffic leaving '
-                                     f'the cluster" -j MASQUERADE')
-    rs.add("filter", "KUBE-FORWARD", '-m conntrack --ctstate INVALID -j DROP')
-    rs.add("filter", "KUBE-FORWARD", f'-m comment --comment "kubernetes forwarding rules" -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT')
-    rs.add("filter", "KUBE-FORWARD", '-m comment --comment "kubernetes forwarding conntrack rule" -m conntrack '
-                                     '--ctstate RELATED,ESTABLISHED -j ACCEPT')
-    render_hostports(rs, pods or [])
-    shared = {k: v for k, v in rs.chains.items() if k not in rs.canonical}
-    rs.canonical.update(canonical_chains(shared))
+    shared = Ruleset()
+    for table, chains in BASE_CHAINS.items():
+        for c in chains:
+            shared.add(table, c)
+    ch = shared.chains
+    ch[("nat", "KUBE-SERVICES")] += nat_svc
+    shared.add("nat", "KUBE-SERVICES", '-m comment --comment "kubernetes service nodeports; NOTE: this must be the '
+                                       'last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
+    ch[("nat", "KUBE-NODEPORTS")] += nodeports
+    ch[("filter", "KUBE-SERVICES")] += filt_svc
+    ch[("filter", "KUBE-EXTERNAL-SERVICES")] += filt_ext
+    shared.add("nat", "KUBE-MARK-MASQ", f"-j MARK --set-xmark {MASQ_MARK}/{MASQ_MARK}")
+    shared.add("nat", "KUBE-POSTROUTING", f"-m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN")
+    shared.add("nat", "KUBE-POSTROUTING", f"-j MARK --set-xmark {MASQ_MARK}/0x0")
+    shared.add("nat", "KUBE-POSTROUTING", '-m comment --comment "kubernetes service traffic requiring SNAT" '
+                                          '-j MASQUERADE --random-fully')
+    shared.add("nat", "NANOKUBE-EGRESS", f'-s {cluster_cidr} ! -d {cluster_cidr} -m comment --comment "pod traffic '
+                                         f'leaving the cluster" -j MASQUERADE')
+    shared.add("filter", "KUBE-FORWARD", '-m conntrack --ctstate INVALID -j DROP')
+    shared.add("filter", "KUBE-FORWARD", f'-m comment --comment "kubernetes forwarding rules" -m mark --mark '
+                                         f'{MASQ_MARK}/{MASQ_MARK} -j ACCEPT')
+    shared.add("filter", "KUBE-FORWARD", '-m comment --comment "kubernetes forwarding conntrack rule" -m conntrack '
+                                         '--ctstate RELATED,ESTABLISHED -j ACCEPT')
+    return ch
+
+
+def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10.244.0.0/16",
+           node_name: str | None = None, cache: RenderCache | None = None,
+           pods: list[Obj] | None = None) -> Ruleset:
+    """All of kube-proxy's chains for ``services``/``endpoints`` as seen from ``node_name``
+    (which decides the local endpoints of ``externalTrafficPolicy: Local`` services).
+    With ``cache`` (kept by the caller between calls), a service whose object and Endpoints
+    have the same resourceVersions as last time is not rendered again, the last ruleset is
+    patched rather than assembled anew, and ``touched`` says which chains may have changed
+    since the previous call. ``pods`` (this node's) add their hostPort rules. The result's
+    dicts and lists are never changed afterwards (the next call copies what it patches)."""
+    eps = {(e["metadata"].get("namespace"), e["metadata"]["name"]): e for e in endpoints}
+    if cache is None:
+        parts = []
+        for svc in sorted(services, key=lambda s: (s["metadata"].get("namespace", "default"), s["metadata"]["name"])):
+            md = svc["metadata"]
+            parts.append(((md.get("namespace", "default"), md["name"]),
+                          render_service(svc, eps.get((md.get("namespace", "default"), md["name"])),
+                                         cluster_cidr=cluster_cidr, node_name=node_name)))
+        rs = _assemble(parts, _shared_chains([p for _, p in parts], cluster_cidr), None, pods)
+        return rs
+    # which services changed since the last call
+    changed: dict[tuple[str, str], tuple[ServicePart | None, ServicePart]] = {}  # key → (old part, new part)
+    seen = set()
+    known = cache.parts
+    for svc in services:
+        md = svc["metadata"]
+        k = (md.get("namespace", "default"), md["name"])
+        ep = eps.get(k)
+        key = _cache_key(svc, ep, cluster_cidr, node_name)
+        hit = known.get(k)
+        seen.add(k)
+        if key is not None and hit is not None and hit[0] == key:
+            continue
+        part = render_service(svc, ep, cluster_cidr=cluster_cidr, node_name=node_name)
+        # kept even when it cannot be reused (no resourceVersion), so that its chains are
+        # known when it changes or goes
+        known[k] = (key, part)
+        changed[k] = (hit[1] if hit is not None else None, part)
+    gone = {k: known.pop(k)[1] for k in [k for k in known if k not in seen]}
+    touched: set[tuple[str, str]] = set()
+    for old, new in changed.values():
+        if old is not None:
+            touched |= old.keys
+        touched |= new.keys
+    for old in gone.values():
+        touched |= old.keys
+    last = cache.last
+    if last is None:
+        order = sorted(known)
+        cache.shared = _shared_chains([known[k][1] for k in order], cluster_cidr)
+        cache.shared_canonical, cache.shared_cidr = canonical_chains(cache.shared), cluster_cidr
+        rs = _assemble([(k, known[k][1]) for k in order], cache.shared, cache.shared_canonical, pods)
+    else:
+        # patch the last ruleset: the chains of changed and gone services, then the shared ones
+        rs = Ruleset(chains=dict(last.chains), canonical=dict(last.canonical), owners=dict(last.owners),
+                     udp=last.udp)
+        for key in last.loose:
+            del rs.chains[key], rs.canonical[key]
+        for k, (old, new) in changed.items():
+            if old is not None:
+                for key in old.keys:
+                    del rs.chains[key], rs.canonical[key]
+        for k, old in gone.items():
+            for key in old.keys:
+                del rs.chains[key], rs.canonical[key]
+            rs.owners.pop(f"{k[0]}/{k[1]}", None)
+        for k, (old, new) in changed.items():
+            rs.chains.update(new.chains)
+            rs.canonical.update(new.canonical)
+            if new.chains:
+                rs.owners[f"{k[0]}/{k[1]}"] = new.keys
+            else:
+                rs.owners.pop(f"{k[0]}/{k[1]}", None)
+        if gone or cluster_cidr != cache.shared_cidr or any(
+                old is None or _shared_view(old) != _shared_view(new) for old, new in changed.values()):
+            cache.shared = _shared_chains([known[k][1] for k in sorted(known)], cluster_cidr)
+            cache.shared_canonical, cache.shared_cidr = canonical_chains(cache.shared), cluster_cidr
+        if gone or any(old is None or old.udp != new.udp for old, new in changed.values()):
+            rs.udp = set().union(*(p.udp for _, p in known.values() if p.udp))
+        _add_loose(rs, cache.shared, cache.shared_canonical, pods)
+    rs.touched = touched
+    cache.last = rs
     return rs
+
+
+def _assemble(parts: list[tuple[tuple[str, str], ServicePart]], shared: Chains, shared_canonical: Chains | None,
+              pods: list[Obj] | None) -> Ruleset:
+    rs = Ruleset()
+    for (ns, name), part in parts:
+        if part.chains:
+            rs.chains.update(part.chains)
+            rs.canonical.update(part.canonical)
+            rs.owners[f"{ns}/{name}"] = part.keys
+        if part.udp:
+            rs.udp |= part.udp
+    _add_loose(rs, shared, shared_canonical if shared_canonical is not None else canonical_chains(shared), pods)
+    return rs
+
+
+def _add_loose(rs: Ruleset, shared: Chains, shared_canonical: Chains, pods: list[Obj] | None) -> None:
+    """Add the chains no service owns: ``shared`` (as is: never changed afterwards) and the
+    hostport rules of ``pods`` (rendered every time, into copies of what they extend)."""
+    rs.chains.update(shared)
+    rs.canonical.update(shared_canonical)
+    rs.loose = set(shared)
+    if pods:
+        hp = Ruleset(chains={("nat", "KUBE-HOSTPORTS"): []})
+        render_hostports(hp, pods)
+        if hp.chains[("nat", "KUBE-HOSTPORTS")]:
+            base = ("nat", "KUBE-HOSTPORTS")
+            hp.chains[base] = shared[base] + hp.chains[base]
+            rs.chains.update(hp.chains)
+            rs.canonical.update(canonical_chains(hp.chains))
+            rs.loose |= set(hp.chains)
 
 
 def node_ready(node: Obj) -> bool:

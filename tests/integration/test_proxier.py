@@ -4,12 +4,15 @@ A "node" netns with bridge nk0 (10.244.1.1/24) and a node IP (172.30.0.11),
 two pod netns serving their name on TCP 8080 and a client pod. The proxier runs in the node
 netns (a child process per sync, so each sync is also a restart that must diff, not flush).
 The node IP sits on one end of a veth pair inside the node netns (no dummy module here).
+Each backend — iptables-restore and python-iptables on legacy, iptables-restore on nft (one
+transaction and chunked) — runs in namespaces of its own: legacy and nft never share one.
 """
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -41,6 +44,7 @@ APPLY = textwrap.dedent("""
     from nanokube.host import iptables
     from nanokube.proxy.proxier import Proxier
     svcs, eps, cleanup = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "1"
+    iptables.set_mode("nft" if sys.argv[4].startswith("nft") else "legacy")
     backend = iptables.IptcBackend() if sys.argv[4] == "iptc" else iptables.RestoreBackend()
     p = Proxier(None, node_name="n1", node_ips=["172.30.0.11"], backend=backend)
     if cleanup:
@@ -55,7 +59,15 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def root_iptables() -> list[str]:
-    return [l for l in sh("iptables-legacy-save").stdout.splitlines() if not l.startswith("#")]
+    """The root namespace's legacy tables and nf_tables ruleset (read only)."""
+    out = [l for l in sh("iptables-legacy-save").stdout.splitlines() if not l.startswith("#")]
+    if shutil.which("nft"):
+        out += sh("nft", "list", "ruleset").stdout.splitlines()
+    return out
+
+
+def save_cmd(backend: str) -> str:
+    return "iptables-nft-save" if backend.startswith("nft") else "iptables-legacy-save"
 
 
 @pytest.fixture
@@ -115,7 +127,7 @@ def run_proxier(node: str, svcs: list, eps: list, *, cleanup: bool = False, back
     return r.stdout.strip()
 
 
-@pytest.mark.parametrize("backend", ["restore", "iptc"])
+@pytest.mark.parametrize("backend", ["restore", "iptc", "nft"])
 def test_clusterip_nodeport_and_endpoint_removal(lab, backend):
     node, pods = lab
 
@@ -140,21 +152,21 @@ def test_clusterip_nodeport_and_endpoint_removal(lab, backend):
     assert set(connect(node, "172.30.0.11", 30080)) == {"podA", "podB"}
     assert set(connect(pods["client"], "10.96.0.50", 80)) == {"podA", "podB"}  # PREROUTING, through the bridge
 
-    saved = sh("ip", "netns", "exec", node, "iptables-legacy-save").stdout
+    saved = sh("ip", "netns", "exec", node, save_cmd(backend)).stdout
     assert "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES" in saved
     assert saved.count("-j DNAT") == 2
 
     assert int(run([svc], [eps("10.244.1.3")])) > 0
     assert set(connect(node, "10.96.0.50", 80, 10)) == {"podB"}
     assert set(connect(node, "172.30.0.11", 30080, 10)) == {"podB"}
-    saved = sh("ip", "netns", "exec", node, "iptables-legacy-save").stdout
+    saved = sh("ip", "netns", "exec", node, save_cmd(backend)).stdout
     assert saved.count("KUBE-SEP-") == 4  # one chain (declaration, 2 rules) + the jump
 
     run([svc], [eps()])  # no endpoints → REJECT (connection refused)
     assert set(connect(node, "10.96.0.50", 80, 3)) == {"ERR:ConnectionRefusedError"}
 
     run([], [], cleanup=True)
-    saved = sh("ip", "netns", "exec", node, "iptables-legacy-save").stdout
+    saved = sh("ip", "netns", "exec", node, save_cmd(backend)).stdout
     assert "KUBE-" not in saved and "NANOKUBE-" not in saved
 
 
@@ -187,27 +199,47 @@ FULL_WORLD = textwrap.dedent("""
             svc("g", "10.96.0.7", type="NodePort")]
     eps = [ep("a", "10.244.1.2", "10.244.2.3"), ep("b", "10.244.1.2", "10.244.2.3"), ep("h", "10.244.1.2"),
            ep("c", "10.244.1.2", "10.244.2.3", "10.244.2.4"), ep("d", "10.244.2.3"), ep("f", "10.244.1.2"), ep("e", "10.244.2.5")]
-    backend = iptables.IptcBackend() if sys.argv[1] == "iptc" else iptables.RestoreBackend()
+    kind = sys.argv[1]
+    iptables.set_mode("nft" if kind.startswith("nft") else "legacy")
+    backend = (iptables.IptcBackend() if kind == "iptc" else
+               iptables.RestoreBackend(chunk_chains=0, chunk_lines=7) if kind == "nft-chunked" else
+               iptables.RestoreBackend())
     p = Proxier(None, node_name="n1", node_ips=[], backend=backend)
+    # first without one service, then with it: an incremental change on top of the first sync
+    assert p.apply(svcs[1:], eps) > 0
     assert p.apply(svcs, eps) > 0
-    # a restarted proxier (either backend) finds the kernel exactly as it would write it
+    if kind == "nft":
+        assert backend._restorer.watch is not None  # small changes: the long-lived restore, on the commit notification
+        # a failed commit is an error, not a wait: nothing notifies, the process exits non-zero
+        try:
+            backend.apply({("nat", "KUBE-BAD"): ["-j KUBE-NO-SUCH-CHAIN"]}, changed={("nat", "KUBE-BAD")}, delete=set())
+            raise AssertionError("a jump to a missing chain was accepted")
+        except RuntimeError as e:
+            assert "iptables-restore failed" in str(e)
+        assert p.apply(svcs[1:], eps) > 0 and p.apply(svcs, eps) > 0  # and the next one starts afresh
+        backend.close()
+    # a restarted proxier (every backend of this mode) finds the kernel exactly as it would write it
     assert Proxier(None, node_name="n1", node_ips=[]).apply(svcs, eps) == 0
-    assert Proxier(None, node_name="n1", node_ips=[], backend=iptables.IptcBackend()).apply(svcs, eps) == 0
+    if kind in ("restore", "iptc"):
+        assert Proxier(None, node_name="n1", node_ips=[], backend=iptables.IptcBackend()).apply(svcs, eps) == 0
+    save = "iptables-nft-save" if kind.startswith("nft") else "iptables-legacy-save"
     for table in ("filter", "nat"):
-        out = subprocess.run(["iptables-legacy-save", "-t", table], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run([save, "-t", table], capture_output=True, text=True, check=True).stdout
         print("\\n".join(l for l in out.splitlines() if not l.startswith("#")))
 """)
 
 
 def test_backends_produce_identical_iptables_save():
-    """The same state through iptables-restore and through python-iptables, each in a fresh
-    namespace: byte-identical ``iptables-save`` (every feature: NodePort, ETP Local, affinity,
-    LoadBalancer, externalIPs, UDP, headless, no endpoints)."""
+    """The same state through iptables-restore and python-iptables on legacy, and through
+    iptables-nft-restore (one transaction per table, and chunked into many), each in a fresh
+    namespace: byte-identical ``iptables-save`` / ``iptables-nft-save`` (every feature:
+    NodePort, ETP Local, affinity, LoadBalancer, externalIPs, UDP, headless, no endpoints)."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
     saves = {}
-    for backend in ("restore", "iptc"):
+    before = root_iptables()
+    for backend in ("restore", "iptc", "nft", "nft-chunked"):
         ns = f"nkt-be-{secrets.token_hex(3)}"
         sh("ip", "netns", "add", ns)
         try:
@@ -217,7 +249,8 @@ def test_backends_produce_identical_iptables_save():
             saves[backend] = r.stdout
         finally:
             sh("ip", "netns", "del", ns, check=False)
-    assert saves["restore"] == saves["iptc"]
+    assert root_iptables() == before, "root netns tables changed"
+    assert saves["restore"] == saves["iptc"] == saves["nft"] == saves["nft-chunked"]
     for needle in ("KUBE-SVL-", "--rcheck --seconds 30 --reap", "has no local endpoints", "loadbalancer IP",
                    "external IP", "-m udp", "--reject-with icmp-port-unreachable"):
         assert needle in saves["restore"], needle
