@@ -47,9 +47,9 @@ def _eviction_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
 def _iptables_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
     """Which kernel API the node's iptables rules go through (kube-proxy and NetworkPolicy alike)."""
     p.add_argument("--iptables-backend", choices=("legacy", "nft"), default=None,
-                   help=prefix + "iptables-legacy (x_tables; the default, or $NANOKUBE_IPTABLES) or iptables-nft "
-                        "(nf_tables: one endpoint change is a small transaction instead of a rewrite of the "
-                        "whole table). One backend per node: never switch while the node's rules exist")
+                   help=prefix + "iptables-nft (nf_tables; the default where installed, or $NANOKUBE_IPTABLES: one "
+                        "endpoint change is a small transaction) or iptables-legacy (x_tables: every change rewrites "
+                        "the whole table). One backend per node: never switch while the node's rules exist")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,10 @@
 """iptables in the caller's network namespace: read state, rewrite chains, manage jumps.
 
-Two kernel backends, one per node: ``legacy`` (x_tables, ``iptables-legacy*``, the default)
-or ``nft`` (the nf_tables kernel API through ``iptables-nft*``, same rule language, same
-``iptables-save`` text). The choice is made once per process (``set_mode``, or the
-environment variable ``NANOKUBE_IPTABLES``; ``nanokube agent --iptables-backend``) and must be
+Two kernel backends, one per node: ``nft`` (the nf_tables kernel API through ``iptables-nft*``,
+the default wherever it is installed, as on Debian 12 and most current hosts) or ``legacy``
+(x_tables, ``iptables-legacy*``); same rule language, same ``iptables-save`` text. The
+choice is made once per process (``set_mode``, or the environment variable
+``NANOKUBE_IPTABLES``; ``nanokube agent --iptables-backend``) and must be
 the same for every user of this module in a namespace: the proxier and the NetworkPolicy
 agent share the filter and nat tables, and legacy and nft tables are two separate worlds.
 
@@ -82,10 +83,16 @@ def mode() -> str:
     return _mode
 
 
-set_mode(os.environ.get("NANOKUBE_IPTABLES") or "legacy")
+def default_mode() -> str:
+    """nft where iptables-nft is installed (one endpoint change is then a small kernel
+    transaction, not a rewrite of the whole table), else legacy."""
+    return "nft" if shutil.which("iptables-nft-restore") and shutil.which("iptables-nft-save") else "legacy"
 
 
-def _bin(name: str) -> str:
+set_mode(os.environ.get("NANOKUBE_IPTABLES") or default_mode())
+
+
+def binary(name: str) -> str:
     """``iptables{name}`` of the chosen backend (``-save``, ``-restore`` or ``""``)."""
     key = (_mode, name)
     if key not in _bins:
@@ -128,7 +135,7 @@ def save(tables: tuple[str, ...] = TABLES) -> Chains:
     """Current chains and rules of ``tables``."""
     out: Chains = {}
     for table in tables:
-        r = subprocess.run([_bin("-save"), "-t", table], capture_output=True, text=True, check=True)
+        r = subprocess.run([binary("-save"), "-t", table], capture_output=True, text=True, check=True)
         out.update(parse_save(r.stdout, table))
     return out
 
@@ -248,7 +255,7 @@ def render_restore_chunked(chains: Chains, *, changed: set[tuple[str, str]], del
 def restore(text: str) -> None:
     if not text.strip():
         return
-    r = subprocess.run([_bin("-restore"), "--noflush", "-w"], input=text, capture_output=True, text=True)
+    r = subprocess.run([binary("-restore"), "--noflush", "-w"], input=text, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"iptables-restore failed: {r.stderr.strip()}\n--- input ---\n{text[:4000]}")
 
@@ -256,15 +263,15 @@ def restore(text: str) -> None:
 def ensure_jump(table: str, chain: str, rule: str) -> None:
     """Insert ``rule`` at the top of built-in ``chain`` unless it is already there."""
     args = shlex.split(rule)
-    if subprocess.run([_bin(""), "-w", "-t", table, "-C", chain, *args], capture_output=True).returncode != 0:
-        subprocess.run([_bin(""), "-w", "-t", table, "-I", chain, "1", *args], capture_output=True, text=True, check=True)
+    if subprocess.run([binary(""), "-w", "-t", table, "-C", chain, *args], capture_output=True).returncode != 0:
+        subprocess.run([binary(""), "-w", "-t", table, "-I", chain, "1", *args], capture_output=True, text=True, check=True)
 
 
 def delete_jump(table: str, chain: str, rule: str) -> None:
     """Remove every copy of ``rule`` from ``chain`` (no error if absent)."""
     args = shlex.split(rule)
     for _ in range(100):
-        if subprocess.run([_bin(""), "-w", "-t", table, "-D", chain, *args], capture_output=True).returncode != 0:
+        if subprocess.run([binary(""), "-w", "-t", table, "-D", chain, *args], capture_output=True).returncode != 0:
             return
 
 
@@ -347,7 +354,7 @@ class Restorer:
     def _start(self) -> subprocess.Popen:
         if self.proc is not None and self.proc.poll() is None:
             return self.proc
-        self.proc = subprocess.Popen([_bin("-restore"), "--noflush", "-w"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([binary("-restore"), "--noflush", "-w"], stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return self.proc
 

@@ -55,8 +55,8 @@ def snapshot() -> dict[str, set[str]]:
         "root_links": lines("ip", "-o", "link"),
         "root_routes": lines("ip", "route"),
         # comments carry a timestamp and chain policies carry packet counters: compare the rules
-        "root_iptables": {re.sub(r"\[\d+:\d+\]", "", l) for l in lines("iptables-legacy-save")
-                          if not l.startswith("#")},
+        "root_iptables": {re.sub(r"\[\d+:\d+\]", "", l) for save in ("iptables-legacy-save", "iptables-nft-save")
+                          for l in lines(save) if not l.startswith("#")},
         "cgroups": cg,
         "mounts": mounts,
         "processes": procs,

@@ -16,6 +16,8 @@ import textwrap
 
 import pytest
 
+from nanokube.host import iptables
+
 from .conftest import start_cluster, stop_cluster
 
 pytestmark = pytest.mark.integration
@@ -109,7 +111,7 @@ def test_ingress_default_deny_allow_frontend_namespace_selector_relabel(cluster)
                            ("blue", web2, "np-blue")):
         expect(c, client, ip, False, ns=ns)
     for node in ("node1", "node2"):  # our jump is FORWARD's first rule, ahead of kube-proxy's
-        fwd = [l for l in c.host("iptables-legacy-save", "-t", "filter", node=node).stdout.splitlines()
+        fwd = [l for l in c.host(iptables.binary("-save"), "-t", "filter", node=node).stdout.splitlines()
                if l.startswith("-A FORWARD ")]
         assert fwd and fwd[0].endswith("-j NKNP-FORWARD"), fwd
     # kubelet readiness probes come from the node itself: still passing under default-deny

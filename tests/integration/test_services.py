@@ -22,6 +22,8 @@ import time
 
 import pytest
 
+from nanokube.host import iptables
+
 from .conftest import start_cluster, stop_cluster
 
 pytestmark = pytest.mark.integration
@@ -100,7 +102,7 @@ def in_pod(c, pod: str, script: str, *, timeout: float = 120) -> subprocess.Comp
 
 
 def node_save(c, node: str) -> str:
-    return c.host("iptables-legacy-save", node=node).stdout
+    return c.host(iptables.binary("-save"), node=node).stdout  # the backend the agents use (the same default)
 
 
 def lan_ip(node: str) -> str:
@@ -470,7 +472,7 @@ def test_proxier_restart_keeps_connections_and_removes_stale_chains(cluster, tmp
             "conntrack", "-L", "-p", "tcp", "--orig-dst", ip, node=client_node).stdout, timeout=8, interval=0.2)
         # leave a chain behind as a crashed proxier of an older version would
         stale = "KUBE-SEP-STALESTALESTALE1"
-        assert c.host("iptables-legacy", "-t", "nat", "-N", stale, node=client_node).returncode == 0
+        assert c.host(iptables.binary(""), "-t", "nat", "-N", stale, node=client_node).returncode == 0
         # a fresh proxier (what a restarted agent runs) against the same state and kernel
         state = {k: c.kjson("get", k, "-A")["items"] for k in ("services", "endpoints")}
         state["nodes"] = c.kjson("get", "nodes")["items"]

@@ -49,11 +49,11 @@ def test_mode_is_chosen_once_and_checked(monkeypatch):
         iptables.set_mode("nftables")
     iptables.set_mode("nft")
     assert iptables.mode() == "nft"
-    assert "iptables-nft-restore" in iptables._bin("-restore")
+    assert "iptables-nft-restore" in iptables.binary("-restore")
     with pytest.raises(RuntimeError):
         iptables.IptcBackend()  # libiptc is legacy only
     iptables.set_mode("legacy")
-    assert "iptables-nft" not in iptables._bin("-restore")
+    assert "iptables-nft" not in iptables.binary("-restore")
     assert iptables.RestoreBackend()._limit() is None           # legacy: one transaction, always
     assert iptables.RestoreBackend(chunk_chains=10)._limit() == 10
     iptables.set_mode("nft")

@@ -99,7 +99,7 @@ def test_services_are_systemd_units_on_cgroup_v2(cluster):
                                "update-alternatives --query iptables | grep ^Value")
     lines = r.stdout.split()
     assert lines[:2] == ["active", "active"], r.stdout
-    assert "cgroup2fs" in r.stdout and "iptables-legacy" in r.stdout, r.stdout
+    assert "cgroup2fs" in r.stdout and "iptables-nft" in r.stdout, r.stdout
     for m in ("node1", "node2"):
         assert ssh(cluster, m, "systemctl is-active nanokube-agent").stdout.split() == ["active"]
 

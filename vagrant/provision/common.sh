@@ -31,11 +31,11 @@ net.bridge.bridge-nf-call-ip6tables = 1
 S
 sysctl -q -p /etc/sysctl.d/90-nanokube.conf
 
-# -- iptables: legacy backend --------------------------------------------------------------------
-# kube-proxy's python-iptables writes through the legacy (x_tables) interface; with Debian's
-# default nft `iptables` those rules would be invisible to `iptables -L` and `iptables-save`.
-update-alternatives --set iptables /usr/sbin/iptables-legacy >/dev/null
-update-alternatives --set ip6tables /usr/sbin/ip6tables-legacy >/dev/null
+# -- iptables: nft backend (Debian's default) -------------------------------------------------------
+# kube-proxy writes through iptables-nft (nanokube's default): `iptables -L` and `iptables-save`
+# must be the nft variant to show its rules.
+update-alternatives --set iptables /usr/sbin/iptables-nft >/dev/null
+update-alternatives --set ip6tables /usr/sbin/ip6tables-nft >/dev/null
 
 # -- cgroup v2 (Debian 12's default): the agent needs cpu, memory and pids at the root --------
 if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
