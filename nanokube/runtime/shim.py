@@ -41,6 +41,7 @@ PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 24, 38
 DEFAULT_CAPS = {0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31}  # CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID
 # SETUID SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
 LAST_CAP = 40
+MAX_LINE = 16 * 1024  # longer log lines are written in P(artial) pieces, as containerd does
 # As runc's defaults: kernel files a container must not read (host timers, keys, firmware
 # tables) are covered up, and knobs it could turn are read-only.
 MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
@@ -542,10 +543,19 @@ def main():
             if attach:
                 attach.broadcast(1 if names[fd] == b"stdout" else 2, chunk)
             lines = (partial[fd] + chunk).split(b"\n")
-            partial[fd] = lines.pop()
-            stamp = now().encode()
-            log = write_lines(log, [stamp + b" " + names[fd] + b" F " + line.rstrip(b"\r") + b"\n" for line in lines],
-                              cfg)
+            rest = lines.pop()
+            head = now().encode() + b" " + names[fd]
+            out = []
+            for line in lines:  # over MAX_LINE: P(artial) pieces, as monitor.c and containerd
+                while len(line) > MAX_LINE:
+                    out.append(head + b" P " + line[:MAX_LINE] + b"\n")
+                    line = line[MAX_LINE:]
+                out.append(head + b" F " + line.rstrip(b"\r") + b"\n")
+            while len(rest) >= MAX_LINE:
+                out.append(head + b" P " + rest[:MAX_LINE] + b"\n")
+                rest = rest[MAX_LINE:]
+            partial[fd] = rest
+            log = write_lines(log, out, cfg)
     if attach:
         attach.close()
     _, status = os.waitpid(pid, 0)

@@ -132,11 +132,14 @@ async def test_python_only_shim_without_the_monitor(env):
     """Hosts without a C compiler keep the whole shim in Python: same log and exit status."""
     rt = env[0]
     rt.monitor = None
-    c = cfg(env, "py" + secrets.token_hex(3), ["sh", "-c", "echo hi; sleep 0.5; printf tail >&2; exit 3"])
+    c = cfg(env, "py" + secrets.token_hex(3), ["sh", "-c", "echo hi; sleep 0.5; head -c 40000 /dev/zero | tr '\\0' x; "
+                                               "echo; printf tail >&2; exit 3"])
     await rt.start(c)
     shim_pid = int((rt.dir(c.id) / "shim.pid").read_text())
     assert "python" in os.path.basename(os.readlink(f"/proc/{shim_pid}/exe"))
     st = await until_exited(rt, c.id)
     assert (st.exit_code, st.reason) == (3, "Error")
-    assert [l.split(" ", 3)[1:] for l in rt.log_path(c.id).read_text().splitlines()] == [
-        ["stdout", "F", "hi"], ["stderr", "F", "tail"]]
+    assert [(s, t, x if len(x) < 100 else len(x)) for s, t, x in
+            (l.split(" ", 3)[1:] for l in rt.log_path(c.id).read_text().splitlines())] == [
+        ("stdout", "F", "hi"), ("stdout", "P", 16384), ("stdout", "P", 16384), ("stdout", "F", 40000 - 2 * 16384),
+        ("stderr", "F", "tail")]

@@ -35,8 +35,9 @@ PODS = textwrap.dedent("""\
       containers:
       - name: hold
         image: busybox
-        # tail keeps the whole newline-free input in memory: ~50 MB in its heap
-        command: ["sh", "-c", "head -c 50m /dev/zero | tail; sleep 3600"]
+        # tail keeps the whole newline-free input in its heap (~50 MB), then blocks writing it
+        # into a pipe that sleep never reads
+        command: ["sh", "-c", "head -c 50m /dev/zero | tail | sleep 3600"]
       - name: idle
         image: busybox
         command: ["sleep", "3600"]
