@@ -299,9 +299,9 @@ class Kubelet:
             else:
                 views.append(podstatus.ContainerView(name=c["name"], image=c.get("image", ""),
                                                      state={"waiting": {"reason": "PodInitializing"}}))
-        # Ephemeral containers (kubectl debug) join a running pod; they never restart.
-        for c in pod["spec"].get("ephemeralContainers") or [] if initialized else []:
-            ephemeral.append(await self._sync_container(pod, track, c, net, policy="Never"))
+        if initialized:  # ephemeral containers (kubectl debug) join a running pod; they never restart
+            for c in pod["spec"].get("ephemeralContainers") or []:
+                ephemeral.append(await self._sync_container(pod, track, c, net, policy="Never"))
         new_status = podstatus.compute(pod, views, pod_ip=track.pod_ip, host_ip=self.node_ip, now=_now(),
                                        start_time=track.start_time, init_views=init_views, ephemeral_views=ephemeral)
         await self._write_status(pod, new_status)

@@ -233,8 +233,7 @@ class Runtime:
             d.mkdir(parents=True, exist_ok=True)
             pidf.unlink(missing_ok=True)
             subprocess.run([sys.executable, "-S", str(SHIM), "--pause", str(d), netns_path or "", self.monitor or ""],
-                           check=True,
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=10, start_new_session=True)
+                           check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=10, start_new_session=True)
         if cgroup:  # in the pod's cgroup, so that tearing the pod (or the cluster) down ends it too
             self.cgroups.create(cgroup)
             self.cgroups.add_process(cgroup, int(pidf.read_text()))
