@@ -321,6 +321,11 @@ class RenderCache:
     shared_canonical: Chains = field(default_factory=dict)
     shared_cidr: str | None = None
 
+    def rebuild_shared(self, cluster_cidr: str) -> None:
+        """The shared chains from every known part, in service order."""
+        self.shared = _shared_chains([self.parts[k][1] for k in sorted(self.parts)], cluster_cidr)
+        self.shared_canonical, self.shared_cidr = canonical_chains(self.shared), cluster_cidr
+
 
 def _shared_view(part: ServicePart) -> tuple:
     return part.nat_svc, part.filt_svc, part.filt_ext, part.nodeports
@@ -411,10 +416,8 @@ def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10
         touched |= old.keys
     last = cache.last
     if last is None:
-        order = sorted(known)
-        cache.shared = _shared_chains([known[k][1] for k in order], cluster_cidr)
-        cache.shared_canonical, cache.shared_cidr = canonical_chains(cache.shared), cluster_cidr
-        rs = _assemble([(k, known[k][1]) for k in order], cache.shared, cache.shared_canonical, pods)
+        cache.rebuild_shared(cluster_cidr)
+        rs = _assemble([(k, known[k][1]) for k in sorted(known)], cache.shared, cache.shared_canonical, pods)
     else:
         # patch the last ruleset: the chains of changed and gone services, then the shared ones
         rs = Ruleset(chains=dict(last.chains), canonical=dict(last.canonical), owners=dict(last.owners),
@@ -438,8 +441,7 @@ def render(services: list[Obj], endpoints: list[Obj], *, cluster_cidr: str = "10
                 rs.owners.pop(f"{k[0]}/{k[1]}", None)
         if gone or cluster_cidr != cache.shared_cidr or any(
                 old is None or _shared_view(old) != _shared_view(new) for old, new in changed.values()):
-            cache.shared = _shared_chains([known[k][1] for k in sorted(known)], cluster_cidr)
-            cache.shared_canonical, cache.shared_cidr = canonical_chains(cache.shared), cluster_cidr
+            cache.rebuild_shared(cluster_cidr)
         if gone or any(old is None or old.udp != new.udp for old, new in changed.values()):
             rs.udp = set().union(*(p.udp for _, p in known.values() if p.udp))
         _add_loose(rs, cache.shared, cache.shared_canonical, pods)
